@@ -1,0 +1,48 @@
+"""IGW message and API models. This package imports nothing from the services."""
+
+from schemas.bus import (
+    REPLY_EVENT,
+    SCHEMA_VERSION,
+    Cancel,
+    ErrorInfo,
+    InferenceRequest,
+    RouteDecision,
+    SqlQuery,
+    SqlResult,
+    TokenChunk,
+    Terminal,
+    UsageEvent,
+    WorkItem,
+)
+from schemas.errors import ErrorDetail, ErrorResponse
+from schemas.openai_chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+
+__all__ = [
+    "REPLY_EVENT",
+    "SCHEMA_VERSION",
+    "Cancel",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "ErrorDetail",
+    "ErrorInfo",
+    "ErrorResponse",
+    "InferenceRequest",
+    "ModelCard",
+    "ModelList",
+    "RouteDecision",
+    "SqlQuery",
+    "SqlResult",
+    "TokenChunk",
+    "Terminal",
+    "Usage",
+    "UsageEvent",
+    "WorkItem",
+]

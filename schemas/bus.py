@@ -1,0 +1,170 @@
+"""Messages on the bus. Every one carries ``schema_version``.
+
+Flow of one request::
+
+    ingress --InferenceRequest--> IGW_REQUESTS --> router
+    router  --WorkItem----------> IGW_WORK     --> worker (provider adapter)
+    worker  --TokenChunk*, Terminal--> core NATS reply subject --> ingress
+    worker  --UsageEvent--------> IGW_USAGE    --> accounting --> ClickHouse
+    ingress --Cancel------------> core NATS cancel subject --> worker
+
+Consumers must tolerate fields they do not know (a newer producer), so every
+model ignores extra fields.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.openai_chat import Usage
+from schemas.subjects import Priority
+
+SCHEMA_VERSION: Final = 1
+
+
+class BusMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class ErrorInfo(BaseModel):
+    """A gateway error as it travels on the bus; the ingress turns it into HTTP."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: int
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+class InferenceRequest(BusMessage):
+    """An accepted client request, published by the ingress."""
+
+    request_id: str
+    created_at: float = Field(description="epoch seconds when the ingress accepted it")
+    deadline: float = Field(description="epoch seconds after which nobody waits for it")
+    priority: Priority = "interactive"
+    attempt: int = 1
+    key_id: str | None = None
+    tenant: str | None = None
+    model: str = Field(description="the gateway alias the client asked for")
+    stream: bool = False
+    include_usage: bool = False
+    reply_subject: str = Field(description="core NATS subject for chunks and the terminal event")
+    body: dict[str, Any] = Field(description="the validated chat-completions request body")
+
+
+class RouteDecision(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    provider: str
+    deployment: str
+    upstream_model: str
+    subject: str
+    attempt: int = 1
+    reason: str = "alias"
+
+
+class WorkItem(BusMessage):
+    """One routed attempt of a request, for the provider's workers."""
+
+    request: InferenceRequest
+    route: RouteDecision
+
+
+class TokenChunk(BusMessage):
+    """One OpenAI ``chat.completion.chunk`` of a streaming answer."""
+
+    kind: Literal["chunk"] = "chunk"
+    request_id: str
+    attempt: int
+    delivery: int = Field(1, description="JetStream delivery count of the work message")
+    seq: int
+    provider: str
+    deployment: str
+    data: dict[str, Any]
+
+
+class Terminal(BusMessage):
+    """The last event of an attempt: a whole response, a stream end, or an error."""
+
+    kind: Literal["terminal"] = "terminal"
+    request_id: str
+    attempt: int
+    delivery: int = 1
+    seq: int
+    provider: str
+    deployment: str
+    response: dict[str, Any] | None = Field(None, description="non-streaming chat.completion")
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+ReplyEvent = Annotated[TokenChunk | Terminal, Field(discriminator="kind")]
+REPLY_EVENT: Final[TypeAdapter[TokenChunk | Terminal]] = TypeAdapter(ReplyEvent)
+
+UsageStatus = Literal["ok", "error", "cancelled"]
+
+
+class UsageEvent(BusMessage):
+    """What one attempt consumed. Exactly one per (request_id, attempt)."""
+
+    request_id: str
+    attempt: int
+    ts: float = Field(description="epoch seconds when the attempt started")
+    key_id: str | None = None
+    tenant: str | None = None
+    model: str
+    provider: str
+    deployment: str
+    upstream_model: str
+    priority: Priority = "interactive"
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    status: UsageStatus = "ok"
+    error_type: str | None = None
+    http_status: int = 200
+    finish_reason: str | None = None
+
+
+class Cancel(BusMessage):
+    """The client went away or the deadline passed: stop the upstream call."""
+
+    request_id: str
+    reason: str = "client_disconnected"
+
+
+class SqlQuery(BusMessage):
+    """A read-only analyst query, answered by the accounting service."""
+
+    sql: str
+    max_rows: int = 10_000
+    timeout_s: float = 30.0
+
+
+class SqlResult(BusMessage):
+    columns: list[str] = Field(default_factory=list)
+    types: list[str] = Field(default_factory=list)
+    rows: list[list[Any]] = Field(default_factory=list)
+    truncated: bool = False
+    elapsed_ms: float = 0.0
+    error: str | None = None

@@ -1,0 +1,91 @@
+"""Names on the bus: streams, subjects, consumers, KV buckets.
+
+Every service takes its names from here; nothing else spells a subject.
+Tokens that go into subjects (provider, deployment, ids) must match
+``SUBJECT_TOKEN`` so they never contain dots or wildcards.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+SUBJECT_TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+Priority = Literal["interactive", "batch"]
+PRIORITIES: Final[tuple[Priority, ...]] = ("interactive", "batch")
+
+# Requests: ingress -> router (work queue, file storage).
+STREAM_REQUESTS: Final = "IGW_REQUESTS"
+REQUESTS_WILDCARD: Final = "igw.req.>"
+
+# Routed attempts: router -> provider workers (work queue).
+STREAM_WORK: Final = "IGW_WORK"
+WORK_WILDCARD: Final = "igw.work.>"
+
+# Usage events: workers -> accounting (limits retention, dedup window).
+STREAM_USAGE: Final = "IGW_USAGE"
+USAGE_WILDCARD: Final = "igw.usage.>"
+
+# Async batch (declared now, used by the batch API).
+STREAM_BATCH: Final = "IGW_BATCH"
+BATCH_WILDCARD: Final = "igw.batch.>"
+
+# Core NATS subjects (no stream).
+CANCEL_WILDCARD: Final = "igw.cancel.*"
+ACCOUNTING_SQL: Final = "igw.accounting.sql"
+
+# Durable consumers.
+CONSUMER_ROUTER: Final = "router"
+CONSUMER_ACCOUNTING: Final = "accounting"
+
+# KV buckets.
+KV_ATTEMPTS: Final = "igw_attempts"
+
+# Headers.
+HEADER_MSG_ID: Final = "Nats-Msg-Id"
+
+
+def request_subject(priority: Priority) -> str:
+    return f"igw.req.{priority}"
+
+
+def work_subject(provider: str, deployment: str) -> str:
+    return f"igw.work.{provider}.{deployment}"
+
+
+def work_filter(provider: str) -> str:
+    return f"igw.work.{provider}.>"
+
+
+def worker_consumer(provider: str) -> str:
+    return f"worker-{provider}"
+
+
+def reply_wildcard(ingress_id: str) -> str:
+    return f"igw.chunks.{ingress_id}.*"
+
+
+def reply_subject(ingress_id: str, request_id: str) -> str:
+    """Token chunks and the terminal event for one request, back to its ingress."""
+    return f"igw.chunks.{ingress_id}.{request_id}"
+
+
+def cancel_subject(request_id: str) -> str:
+    return f"igw.cancel.{request_id}"
+
+
+def usage_subject(provider: str) -> str:
+    return f"igw.usage.{provider}"
+
+
+def usage_msg_id(request_id: str, attempt: int) -> str:
+    return f"{request_id}:{attempt}"
+
+
+def attempt_key(request_id: str, attempt: int) -> str:
+    return f"{request_id}.{attempt}"
+
+
+def is_subject_token(value: str) -> bool:
+    return bool(SUBJECT_TOKEN.match(value))

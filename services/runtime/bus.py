@@ -1,0 +1,81 @@
+"""Connecting to NATS and waiting for the bus topology.
+
+Every service connects by URL (a local server on a laptop, a cluster in
+production) through ``connect``; reconnects are unlimited and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from services.runtime.settings import Settings
+
+log = logging.getLogger("igw.bus")
+
+
+class BusUnavailable(Exception):
+    """NATS could not be reached, or the topology never appeared."""
+
+
+async def connect(settings: Settings, name: str) -> Client:
+    """Connect to NATS with unlimited reconnects; raise ``BusUnavailable`` on failure."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error on %s: %s", name, exc)
+
+    async def on_disconnect() -> None:
+        log.warning("%s disconnected from NATS; reconnecting", name)
+
+    async def on_reconnect() -> None:
+        log.info("%s reconnected to NATS", name)
+
+    deadline = time.monotonic() + settings.nats.connect_timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return await nats.connect(
+                settings.nats.url,
+                name=f"igw-{name}",
+                connect_timeout=min(2.0, settings.nats.connect_timeout_s),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                pending_size=64 * 1024 * 1024,
+            )
+        except Exception as exc:  # nats-py raises several unrelated types here
+            last = exc
+            await asyncio.sleep(0.1)
+    raise BusUnavailable(f"cannot reach NATS at {settings.nats.url}: {last}")
+
+
+async def wait_for_streams(
+    js: JetStreamContext, names: list[str], timeout: float, owner: str = "the router"
+) -> None:
+    """Block until every stream exists (they are declared by one owner)."""
+    deadline = time.monotonic() + timeout
+    warned = False
+    for name in names:
+        while True:
+            try:
+                await js.stream_info(name)
+                break
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise BusUnavailable(
+                        f"stream {name} does not exist; it is declared by {owner} "
+                        "(`igw router` or `igw init`)"
+                    ) from None
+                if not warned:
+                    log.info("waiting for stream %s (declared by %s)", name, owner)
+                    warned = True
+                await asyncio.sleep(0.05)

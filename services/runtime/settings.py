@@ -1,0 +1,191 @@
+"""The typed settings object every service receives, read once at start-up.
+
+Nothing on the request path reads the environment or a file: services get a
+``Settings`` instance and pass the parts they need down.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from schemas.subjects import is_subject_token
+
+KNOWN_PROVIDERS: frozenset[str] = frozenset({"openai"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(600.0, gt=0, description="default deadline of a request")
+    stream_buffer_chunks: int = Field(4096, ge=16, description="per-stream chunk backlog")
+
+
+class NatsSettings(_Section):
+    url: str = "nats://127.0.0.1:4222"
+    embedded: bool = Field(True, description="`igw up` starts a local nats-server")
+    host: str = "127.0.0.1"
+    port: int = Field(4222, ge=1, le=65535)
+    monitor_port: int = Field(8222, ge=0, le=65535, description="0 disables monitoring")
+    store_dir: Path | None = Field(None, description="JetStream store; default <data_dir>/nats")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    stream_replicas: int = Field(1, ge=1, le=5)
+
+
+class BusSettings(_Section):
+    duplicate_window_s: float = Field(120.0, gt=0)
+    work_ack_wait_s: float = Field(30.0, gt=0)
+    work_max_deliver: int = Field(5, ge=1)
+    max_ack_pending: int = Field(1024, ge=1)
+    usage_max_age_days: float = Field(7.0, gt=0)
+    attempts_ttl_s: float = Field(900.0, gt=0, description="how long finished attempts are kept")
+
+
+class ClickHouseSettings(_Section):
+    dsn: str | None = Field(
+        None, description="chdb:///abs/path (embedded) or http(s)://user:pass@host:8123/db"
+    )
+    database: str = "igw"
+    batch_size: int = Field(1000, ge=1)
+    flush_interval_ms: int = Field(200, ge=1)
+    query_timeout_s: float = Field(30.0, gt=0)
+    max_result_rows: int = Field(10_000, ge=1)
+
+
+class SimulatorSettings(_Section):
+    enabled: Literal["auto", "true", "false"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=1, le=65535)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+
+class WorkerSettings(_Section):
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0, description="longest silence between bytes")
+    max_connections: int = Field(512, ge=1)
+    max_keepalive: int = Field(128, ge=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["console", "json"] = "console"
+    log_prompts: bool = False
+
+
+class Price(_Section):
+    input_per_mtok: Decimal = Field(Decimal(0), ge=0)
+    output_per_mtok: Decimal = Field(Decimal(0), ge=0)
+    cached_input_per_mtok: Decimal | None = Field(None, ge=0)
+
+
+class ModelDeployment(_Section):
+    """One alias served by one provider deployment."""
+
+    alias: str = Field(min_length=1, max_length=256)
+    provider: str
+    deployment: str = Field("", description="unique name; defaults to the alias")
+    base_url: str
+    api_key: SecretStr | None = None
+    model: str = Field(min_length=1, description="the upstream model name")
+    price: Price = Price()
+    timeout_s: float | None = Field(None, gt=0, description="overall deadline per attempt")
+    owned_by: str = ""
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in KNOWN_PROVIDERS:
+            known = ", ".join(sorted(KNOWN_PROVIDERS))
+            raise ValueError(f"unknown provider {value!r}; known providers: {known}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _deployment_name(self) -> ModelDeployment:
+        name = self.deployment or _slug(self.alias)
+        if not is_subject_token(name):
+            raise ValueError(
+                f"deployment name {name!r} may only hold letters, digits, '_' and '-'"
+            )
+        object.__setattr__(self, "deployment", name)
+        return self
+
+
+class Settings(_Section):
+    data_dir: Path = Path(".igw")
+    server: ServerSettings = ServerSettings()
+    nats: NatsSettings = NatsSettings()
+    bus: BusSettings = BusSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    workers: WorkerSettings = WorkerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    models: list[ModelDeployment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_deployments(self) -> Settings:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.deployment in seen:
+                raise ValueError(f"deployment name {model.deployment!r} is used twice")
+            seen.add(model.deployment)
+        return self
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return (self.nats.store_dir or self.data_dir / "nats").resolve()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        if self.clickhouse.dsn:
+            return self.clickhouse.dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def clickhouse_embedded(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb://")
+
+    @property
+    def simulator_enabled(self) -> bool:
+        if self.simulator.enabled != "auto":
+            return self.simulator.enabled == "true"
+        return any(m.base_url.startswith(self.simulator.url) for m in self.models)
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted({m.provider for m in self.models})
+
+    def aliases(self) -> dict[str, ModelDeployment]:
+        """Alias to deployment; the first entry of an alias wins until groups exist."""
+        table: dict[str, ModelDeployment] = {}
+        for model in self.models:
+            table.setdefault(model.alias, model)
+        return table
+
+    def deployment(self, name: str) -> ModelDeployment | None:
+        for model in self.models:
+            if model.deployment == name:
+                return model
+        return None
+
+
+def _slug(alias: str) -> str:
+    out = "".join(c if c.isalnum() or c in "_-" else "-" for c in alias)
+    return out.strip("-")[:128] or "deployment"

@@ -1,0 +1,118 @@
+"""The bus layout: streams and KV buckets, declared idempotently by one owner.
+
+The router applies this at start-up (and ``igw init`` does the same on demand);
+other services only wait for the streams they need. Re-applying updates a
+stream whose settings changed instead of silently keeping the old ones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from schemas import subjects as s
+from services.runtime.settings import Settings
+
+log = logging.getLogger("igw.topology")
+
+DAY_S = 86_400.0
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    bus = settings.bus
+    replicas = settings.nats.stream_replicas
+    return [
+        StreamConfig(
+            name=s.STREAM_REQUESTS,
+            description="accepted requests, ingress to router",
+            subjects=[s.REQUESTS_WILDCARD],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=bus.duplicate_window_s,
+            num_replicas=replicas,
+            max_age=DAY_S,
+        ),
+        StreamConfig(
+            name=s.STREAM_WORK,
+            description="routed attempts, router to provider workers",
+            subjects=[s.WORK_WILDCARD],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=bus.duplicate_window_s,
+            num_replicas=replicas,
+            max_age=DAY_S,
+        ),
+        StreamConfig(
+            name=s.STREAM_USAGE,
+            description="one usage event per attempt, workers to accounting",
+            subjects=[s.USAGE_WILDCARD],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=bus.duplicate_window_s,
+            num_replicas=replicas,
+            max_age=bus.usage_max_age_days * DAY_S,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=s.STREAM_BATCH,
+            description="async batch submissions and results",
+            subjects=[s.BATCH_WILDCARD],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=bus.duplicate_window_s,
+            num_replicas=replicas,
+            max_age=30 * DAY_S,
+        ),
+    ]
+
+
+def kv_configs(settings: Settings) -> list[KeyValueConfig]:
+    return [
+        KeyValueConfig(
+            bucket=s.KV_ATTEMPTS,
+            description="finished attempts, so a redelivered one is not run twice",
+            ttl=settings.bus.attempts_ttl_s,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+    ]
+
+
+async def declare(js: JetStreamContext, settings: Settings) -> None:
+    for config in stream_configs(settings):
+        await _ensure_stream(js, config)
+    for kv in kv_configs(settings):
+        try:
+            await js.key_value(kv.bucket)
+        except (NotFoundError, BadRequestError):
+            await js.create_key_value(kv)
+            log.info("created KV bucket %s", kv.bucket)
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream %s on %s", config.name, ", ".join(config.subjects or []))
+        return
+    current = info.config
+    if _differs(current, config):
+        await js.update_stream(config)
+        log.info("updated stream %s to the configured settings", config.name)
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    fields = ("subjects", "retention", "storage", "duplicate_window", "max_age", "num_replicas")
+    return any(getattr(current, f) != getattr(wanted, f) for f in fields)
