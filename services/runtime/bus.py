@@ -59,10 +59,10 @@ async def connect(settings: Settings, name: str) -> Client:
 
 
 async def wait_for_streams(
-    js: JetStreamContext, names: list[str], timeout: float, owner: str = "the router"
+    js: JetStreamContext, names: list[str], wait_s: float, owner: str = "the router"
 ) -> None:
     """Block until every stream exists (they are declared by one owner)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     warned = False
     for name in names:
         while True:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,7 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the field."""
 
 
-def load_settings(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     config_path = _resolve_path(path, env)
     raw: dict[str, Any] = {}
@@ -138,7 +136,9 @@ def _default_models(settings: Settings, env: Mapping[str, str]) -> list[ModelDep
                     base_url="https://api.openai.com/v1",
                     api_key=SecretStr(env[PROVIDER_KEY_ENV["openai"]]),
                     model=name,
-                    price=Price(input_per_mtok=Decimal(price_in), output_per_mtok=Decimal(price_out)),
+                    price=Price(
+                        input_per_mtok=Decimal(price_in), output_per_mtok=Decimal(price_out)
+                    ),
                     owned_by="openai",
                 )
             )

@@ -121,9 +121,7 @@ class ModelDeployment(_Section):
     def _deployment_name(self) -> ModelDeployment:
         name = self.deployment or _slug(self.alias)
         if not is_subject_token(name):
-            raise ValueError(
-                f"deployment name {name!r} may only hold letters, digits, '_' and '-'"
-            )
+            raise ValueError(f"deployment name {name!r} may only hold letters, digits, '_' and '-'")
         object.__setattr__(self, "deployment", name)
         return self
 

@@ -1,0 +1,58 @@
+"""The ingress application: FastAPI for the HTTP surface, with the latency-
+critical routes registered as plain Starlette routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from schemas import subjects as s
+from services.ingress import chat, meta
+from services.ingress.context import IngressContext
+from services.ingress.http_errors import install_handlers
+from services.ingress.replies import ReplyMux
+from services.runtime.bus import connect, wait_for_streams
+from services.runtime.settings import Settings
+from services.runtime.version import VERSION
+
+log = logging.getLogger("igw.ingress")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await connect(settings, "ingress")
+        js = nc.jetstream()
+        await wait_for_streams(js, [s.STREAM_REQUESTS], wait_s=30.0)
+        mux = ReplyMux(nc, IngressContext.new_ingress_id(), settings.server.stream_buffer_chunks)
+        await mux.start()
+        app.state.ctx = IngressContext(
+            settings=settings, nc=nc, js=js, mux=mux, aliases=settings.aliases()
+        )
+        log.info(
+            "ingress listening on http://%s:%d (models: %s)",
+            settings.server.host,
+            settings.server.port,
+            ", ".join(sorted(settings.aliases())),
+        )
+        try:
+            yield
+        finally:
+            await nc.drain()
+
+    app = FastAPI(
+        title="IGW",
+        version=VERSION,
+        description="An OpenAI-compatible, queue-based LLM inference broker.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.router.add_route("/v1/chat/completions", chat.chat_completions, methods=["POST"])
+    app.router.add_route("/chat/completions", chat.chat_completions, methods=["POST"])
+    app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
+    app.router.add_route("/health", meta.health, methods=["GET"])
+    app.router.add_route("/ready", meta.ready, methods=["GET"])
+    return app

@@ -1,0 +1,123 @@
+"""``POST /v1/chat/completions``: validate, publish to JetStream, answer from
+the reply stream as JSON or as Server-Sent Events.
+
+Registered as a plain Starlette route (not a FastAPI-decorated one): FastAPI's
+dependency machinery measured about 0.17 ms per request on the reference
+machine, which is a tenth of the whole latency budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from schemas import subjects as s
+from schemas.bus import InferenceRequest, Terminal, TokenChunk
+from schemas.openai_chat import ChatCompletionRequest
+from services.ingress.body import read_json_object, validate
+from services.ingress.context import IngressContext
+from services.ingress.http_errors import JSON, error_response, gateway_error_response
+from services.ingress.replies import ReplyStream
+from services.ingress.sse import stream_response
+from services.runtime.errors import GatewayError, ModelNotFound, ServiceUnavailable
+
+log = logging.getLogger("igw.ingress")
+
+
+async def chat_completions(request: Request) -> Response:
+    ctx: IngressContext = request.app.state.ctx
+    request_id = f"req_{uuid.uuid4().hex}"
+    headers = {"x-request-id": request_id}
+    try:
+        data = await read_json_object(request, ctx.settings.server.max_body_bytes)
+        chat = validate(ChatCompletionRequest, data)
+        if chat.model not in ctx.aliases:
+            raise ModelNotFound(
+                f"The model `{chat.model}` does not exist or you do not have access to it.",
+                param="model",
+            )
+    except GatewayError as exc:
+        return gateway_error_response(exc, headers)
+    now = time.time()
+    deadline = now + ctx.settings.server.request_timeout_s
+    message = InferenceRequest(
+        request_id=request_id,
+        created_at=now,
+        deadline=deadline,
+        model=chat.model,
+        stream=chat.wants_stream,
+        include_usage=chat.wants_stream_usage,
+        reply_subject=ctx.mux.subject(request_id),
+        body=data,
+    )
+    replies = ctx.mux.open(request_id, deadline)
+    handed_over = False
+    try:
+        await _publish(ctx, message)
+        first = await _first_event(request, replies)
+        if isinstance(first, Terminal):
+            return _terminal_response(first, headers)
+        headers["x-igw-provider"] = first.provider
+        headers["x-igw-deployment"] = first.deployment
+        handed_over = True
+        return stream_response(ctx, replies, first, headers)
+    except GatewayError as exc:
+        ctx.cancel(request_id, "deadline" if exc.status == 504 else "error")
+        return gateway_error_response(exc, headers)
+    except asyncio.CancelledError:
+        ctx.cancel(request_id, "client_disconnected")
+        raise
+    finally:
+        if not handed_over:
+            ctx.mux.close(request_id)
+
+
+async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
+    try:
+        await ctx.js.publish(
+            s.request_subject(message.priority),
+            message.model_dump_json().encode(),
+            headers={s.HEADER_MSG_ID: message.request_id},
+        )
+    except Exception as exc:  # no stream, no server, timeout: the request was not accepted
+        log.warning("could not publish %s: %s", message.request_id, exc)
+        raise ServiceUnavailable(
+            "the gateway's message bus is unavailable; retry shortly"
+        ) from None
+
+
+async def _first_event(request: Request, replies: ReplyStream) -> TokenChunk | Terminal:
+    """Wait for the first event, cancelling this handler if the client disconnects."""
+    handler = asyncio.current_task()
+    assert handler is not None
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        handler.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await replies.next()
+    finally:
+        watcher.cancel()
+
+
+def _terminal_response(terminal: Terminal, headers: dict[str, str]) -> Response:
+    if terminal.provider:
+        headers["x-igw-provider"] = terminal.provider
+        headers["x-igw-deployment"] = terminal.deployment
+    if terminal.error is not None:
+        return error_response(terminal.error, headers)
+    body: Any = terminal.response
+    if body is None:
+        # a stream that finished without output chunks: answer as a whole object
+        body = {"object": "chat.completion", "choices": [], "usage": terminal.usage}
+    return Response(orjson.dumps(body), media_type=JSON, headers=headers)

@@ -1,0 +1,49 @@
+"""What the ingress's handlers share: settings, the NATS connection, the reply mux."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from schemas import subjects as s
+from schemas.bus import Cancel
+from services.ingress.replies import ReplyMux
+from services.runtime.settings import ModelDeployment, Settings
+
+log = logging.getLogger("igw.ingress")
+
+
+@dataclass
+class IngressContext:
+    settings: Settings
+    nc: Client
+    js: JetStreamContext
+    mux: ReplyMux
+    aliases: dict[str, ModelDeployment]
+    started: float = field(default_factory=time.time)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def cancel(self, request_id: str, reason: str) -> None:
+        """Tell the worker to stop the upstream call; never blocks the caller."""
+        payload = Cancel(request_id=request_id, reason=reason).model_dump_json().encode()
+        task = asyncio.get_running_loop().create_task(
+            self._publish(s.cancel_subject(request_id), payload)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        try:
+            await self.nc.publish(subject, payload)
+        except Exception as exc:  # the bus is down: the worker's deadline still stops it
+            log.warning("could not publish %s: %s", subject, exc)
+
+    @staticmethod
+    def new_ingress_id() -> str:
+        return uuid.uuid4().hex[:12]

@@ -1,0 +1,51 @@
+"""``/v1/models``, ``/health`` and ``/ready``."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from schemas import subjects as s
+from schemas.openai_chat import ModelCard, ModelList
+from services.ingress.context import IngressContext
+from services.ingress.http_errors import JSON
+from services.runtime.version import VERSION
+
+
+async def list_models(request: Request) -> Response:
+    ctx: IngressContext = request.app.state.ctx
+    cards = [
+        ModelCard(id=alias, created=int(ctx.started), owned_by=dep.owned_by or dep.provider)
+        for alias, dep in sorted(ctx.aliases.items())
+    ]
+    return Response(ModelList(data=cards).model_dump_json(), media_type=JSON)
+
+
+async def health(request: Request) -> Response:
+    ctx: IngressContext = request.app.state.ctx
+    body = {
+        "status": "ok",
+        "version": VERSION,
+        "uptime_seconds": round(time.time() - ctx.started, 1),
+        "in_flight": ctx.mux.in_flight,
+    }
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+async def ready(request: Request) -> Response:
+    ctx: IngressContext = request.app.state.ctx
+    checks: dict[str, bool] = {"nats_connected": ctx.nc.is_connected}
+    if checks["nats_connected"]:
+        try:
+            await ctx.js.stream_info(s.STREAM_REQUESTS)
+            checks["streams"] = True
+        except Exception:  # not found, timeout: either way not ready
+            checks["streams"] = False
+    else:
+        checks["streams"] = False
+    ok = all(checks.values())
+    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON)

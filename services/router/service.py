@@ -1,0 +1,123 @@
+"""The router: consumes accepted requests from IGW_REQUESTS, decides where each
+goes, and publishes the routed attempt to IGW_WORK.
+
+A request message is acked only after its work item is stored; a publish that
+fails is naked with a delay, so JetStream redelivers it. The work item carries
+``Nats-Msg-Id = request_id:attempt``, so a redelivered request that was already
+routed is stored once. The router also owns the bus topology: it declares the
+streams and KV buckets at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+from schemas import subjects as s
+from schemas.bus import InferenceRequest, Terminal, WorkItem
+from services.router.decide import RoutingTable, decide
+from services.runtime.bus import connect
+from services.runtime.errors import GatewayError
+from services.runtime.settings import Settings
+from services.runtime.topology import declare
+
+log = logging.getLogger("igw.router")
+
+
+class Router:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.table = RoutingTable(settings.models)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._nc = nc = await connect(self.settings, "router")
+        self._js = js = nc.jetstream()
+        await declare(js, self.settings)
+        bus = self.settings.bus
+        config = ConsumerConfig(
+            durable_name=s.CONSUMER_ROUTER,
+            deliver_group=s.CONSUMER_ROUTER,
+            filter_subject=s.REQUESTS_WILDCARD,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=10.0,
+            max_deliver=-1,
+            max_ack_pending=bus.max_ack_pending,
+        )
+        await js.subscribe(
+            s.REQUESTS_WILDCARD,
+            queue=s.CONSUMER_ROUTER,
+            durable=s.CONSUMER_ROUTER,
+            stream=s.STREAM_REQUESTS,
+            config=config,
+            manual_ack=True,
+            cb=self._on_request,
+            pending_msgs_limit=bus.max_ack_pending * 4,
+        )
+        log.info(
+            "router is routing %d aliases: %s",
+            len(self.table.aliases()),
+            ", ".join(self.table.aliases()),
+        )
+
+    async def stop(self) -> None:
+        if self._nc is not None and self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+
+    async def _on_request(self, msg: Msg) -> None:
+        self._spawn(self._route(msg))
+
+    async def _route(self, msg: Msg) -> None:
+        assert self._js is not None and self._nc is not None
+        try:
+            request = InferenceRequest.model_validate_json(msg.data)
+        except ValidationError as exc:
+            log.error("dropping a malformed request message: %s", exc.errors()[:3])
+            await msg.term()
+            return
+        try:
+            route = decide(request, self.table)
+        except GatewayError as exc:
+            terminal = Terminal(
+                request_id=request.request_id,
+                attempt=request.attempt,
+                seq=0,
+                provider="",
+                deployment="",
+                error=exc.to_info(),
+            )
+            await self._nc.publish(request.reply_subject, terminal.model_dump_json().encode())
+            await msg.ack()
+            return
+        item = WorkItem(request=request, route=route)
+        try:
+            await self._js.publish(
+                route.subject,
+                item.model_dump_json().encode(),
+                headers={s.HEADER_MSG_ID: s.usage_msg_id(request.request_id, route.attempt)},
+            )
+        except Exception as exc:  # timeout or API error: give the request back
+            log.warning("could not store work for %s (%s); will retry", request.request_id, exc)
+            await msg.nak(delay=1.0)
+            return
+        await msg.ack()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

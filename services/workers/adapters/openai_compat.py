@@ -1,0 +1,126 @@
+"""OpenAI and OpenAI-compatible servers: OpenAI, vLLM, llama.cpp server,
+Together, Ollama's ``/v1``, and the IGW provider simulator.
+
+The wire format is already the normalized one, so this adapter mostly checks
+shapes, asks for usage in streams, and translates errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from schemas.openai_chat import Usage
+from services.runtime.errors import UpstreamProtocolError
+from services.workers.protocol import Completion, StreamEvent, UpstreamCall
+from services.workers.registry import register
+from services.workers.sse import read_events
+from services.workers.upstream_errors import (
+    error_from_response,
+    error_from_stream_payload,
+    translate_transport_errors,
+)
+
+
+@register
+class OpenAICompatAdapter:
+    name: ClassVar[str] = "openai"
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        dep = call.deployment.deployment
+        with translate_transport_errors(dep):
+            response = await self._client.post(
+                self._url(call), content=orjson.dumps(call.body), headers=self._headers(call)
+            )
+            body = response.content
+        if response.status_code >= 400:
+            raise error_from_response(dep, response, body)
+        data = _parse_object(dep, body)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UpstreamProtocolError(f"deployment {dep} answered without choices")
+        finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+        return Completion(response=data, usage=_usage(dep, data), finish_reason=finish)
+
+    async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
+        dep = call.deployment.deployment
+        body = dict(call.body)
+        body["stream"] = True
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        with translate_transport_errors(dep):
+            async with self._client.stream(
+                "POST", self._url(call), content=orjson.dumps(body), headers=self._headers(call)
+            ) as response:
+                if response.status_code >= 400:
+                    raise error_from_response(dep, response, await response.aread())
+                finished = False
+                async for message in read_events(response.aiter_lines()):
+                    if message.data == "[DONE]":
+                        if not finished:
+                            raise UpstreamProtocolError(
+                                f"deployment {dep} ended the stream without a finish reason"
+                            )
+                        return
+                    chunk = _parse_object(dep, message.data.encode())
+                    if "error" in chunk:
+                        raise error_from_stream_payload(dep, chunk)
+                    event = _stream_event(dep, chunk)
+                    finished = finished or event.finish_reason is not None
+                    yield event
+        if not finished:
+            raise UpstreamProtocolError(f"deployment {dep} ended the stream before finishing")
+
+    @staticmethod
+    def _url(call: UpstreamCall) -> str:
+        return f"{call.deployment.base_url}/chat/completions"
+
+    @staticmethod
+    def _headers(call: UpstreamCall) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if call.deployment.api_key is not None:
+            headers["authorization"] = f"Bearer {call.deployment.api_key.get_secret_value()}"
+        return headers
+
+
+def _stream_event(dep: str, chunk: dict[str, Any]) -> StreamEvent:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        raise UpstreamProtocolError(f"deployment {dep} sent a chunk without choices")
+    finish = None
+    has_output = False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise UpstreamProtocolError(f"deployment {dep} sent a malformed choice")
+        finish = finish or choice.get("finish_reason")
+        delta = choice.get("delta") or {}
+        has_output = has_output or bool(delta.get("content") or delta.get("tool_calls"))
+    return StreamEvent(
+        chunk=chunk, usage=_usage(dep, chunk), finish_reason=finish, has_output=has_output
+    )
+
+
+def _parse_object(dep: str, raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"deployment {dep} sent a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(f"deployment {dep} sent JSON that is not an object")
+    return data
+
+
+def _usage(dep: str, data: dict[str, Any]) -> Usage | None:
+    raw = data.get("usage")
+    if not raw:
+        return None
+    try:
+        return Usage.model_validate(raw)
+    except ValidationError:
+        raise UpstreamProtocolError(f"deployment {dep} sent malformed usage") from None

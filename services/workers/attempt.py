@@ -1,0 +1,207 @@
+"""Run one routed attempt: call the upstream through its adapter, send the
+client's chunks and terminal event, and describe what it consumed.
+
+``run_attempt`` never raises a ``GatewayError``: failures become an error
+terminal event and an error usage record. It raises ``CancelledError`` when
+its task is cancelled (client gone); ``Progress`` still tells what happened
+up to then, so the caller can account for the tokens already generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from schemas.bus import ErrorInfo, Terminal, TokenChunk, UsageEvent, UsageStatus, WorkItem
+from schemas.openai_chat import Usage
+from services.runtime.errors import DeadlineExceeded, GatewayError, UpstreamTimeout
+from services.runtime.pricing import cost_usd
+from services.runtime.settings import ModelDeployment
+from services.runtime.tokens import estimate_prompt_tokens
+from services.workers.body import upstream_body
+from services.workers.protocol import ProviderAdapter, UpstreamCall
+
+SendReply = Callable[[TokenChunk | Terminal], Awaitable[None]]
+
+
+class _Origin(TypedDict):
+    request_id: str
+    attempt: int
+    delivery: int
+    provider: str
+    deployment: str
+
+
+@dataclass(slots=True)
+class Progress:
+    started: float = field(default_factory=time.time)
+    started_mono: float = field(default_factory=time.monotonic)
+    first_output_mono: float | None = None
+    output_chunks: int = 0
+    seq: int = 0
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    sent_output: bool = False
+
+    def mark_output(self) -> None:
+        if self.first_output_mono is None:
+            self.first_output_mono = time.monotonic()
+        self.output_chunks += 1
+
+
+async def run_attempt(
+    item: WorkItem,
+    deployment: ModelDeployment,
+    adapter: ProviderAdapter,
+    send: SendReply,
+    progress: Progress,
+    delivery: int = 1,
+) -> UsageEvent:
+    req, route = item.request, item.route
+    remaining = req.deadline - time.time()
+    if deployment.timeout_s is not None:
+        remaining = min(remaining, deployment.timeout_s)
+    base = _Origin(
+        request_id=req.request_id,
+        attempt=route.attempt,
+        delivery=delivery,
+        provider=route.provider,
+        deployment=route.deployment,
+    )
+    try:
+        if remaining <= 0:
+            raise DeadlineExceeded("the request's deadline passed before an upstream call")
+        call = UpstreamCall(
+            deployment=deployment,
+            body=upstream_body(req.body, route.upstream_model, req.stream),
+            stream=req.stream,
+            timeout_s=remaining,
+        )
+        try:
+            async with asyncio.timeout(remaining):
+                if req.stream:
+                    await _stream(call, adapter, send, progress, base, req.include_usage)
+                else:
+                    await _complete(call, adapter, send, progress, base)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"deployment {route.deployment} did not finish within {remaining:.1f}s"
+            ) from None
+    except GatewayError as exc:
+        info = exc.to_info()
+        await send(Terminal(seq=progress.seq, error=info, **base))
+        return usage_event(item, deployment, progress, "error", info)
+    return usage_event(item, deployment, progress, "ok", None)
+
+
+async def _complete(
+    call: UpstreamCall,
+    adapter: ProviderAdapter,
+    send: SendReply,
+    progress: Progress,
+    base: _Origin,
+) -> None:
+    result = await adapter.complete(call)
+    progress.mark_output()
+    progress.usage = result.usage
+    progress.finish_reason = result.finish_reason
+    progress.sent_output = True
+    await send(
+        Terminal(
+            seq=progress.seq,
+            response=result.response,
+            usage=result.usage,
+            finish_reason=result.finish_reason,
+            **base,
+        )
+    )
+
+
+async def _stream(
+    call: UpstreamCall,
+    adapter: ProviderAdapter,
+    send: SendReply,
+    progress: Progress,
+    base: _Origin,
+    include_usage: bool,
+) -> None:
+    events = adapter.stream(call)
+    try:
+        async for event in events:
+            if event.has_output:
+                progress.mark_output()
+            if event.usage is not None:
+                progress.usage = event.usage
+            if event.finish_reason is not None:
+                progress.finish_reason = event.finish_reason
+            chunk = event.chunk
+            if not include_usage:
+                if event.usage is not None and not chunk.get("choices"):
+                    continue  # the usage-only chunk the client did not ask for
+                chunk.pop("usage", None)
+            await send(TokenChunk(seq=progress.seq, data=chunk, **base))
+            progress.seq += 1
+            progress.sent_output = True
+    finally:
+        await events.aclose()
+    await send(
+        Terminal(
+            seq=progress.seq,
+            usage=progress.usage,
+            finish_reason=progress.finish_reason,
+            **base,
+        )
+    )
+
+
+def usage_event(
+    item: WorkItem,
+    deployment: ModelDeployment,
+    progress: Progress,
+    status: UsageStatus,
+    error: ErrorInfo | None,
+) -> UsageEvent:
+    req, route = item.request, item.route
+    usage = progress.usage
+    estimated = usage is None and progress.output_chunks > 0
+    if usage is not None:
+        prompt, completion, cached = (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        )
+    elif progress.output_chunks > 0:
+        prompt, completion, cached = estimate_prompt_tokens(req.body), progress.output_chunks, 0
+    else:
+        prompt = completion = cached = 0
+    now = time.monotonic()
+    ttft = None
+    if progress.first_output_mono is not None:
+        ttft = (progress.first_output_mono - progress.started_mono) * 1000
+    return UsageEvent(
+        request_id=req.request_id,
+        attempt=route.attempt,
+        ts=progress.started,
+        key_id=req.key_id,
+        tenant=req.tenant,
+        model=req.model,
+        provider=route.provider,
+        deployment=route.deployment,
+        upstream_model=route.upstream_model,
+        priority=req.priority,
+        stream=req.stream,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        usage_estimated=estimated,
+        cost_usd=cost_usd(deployment.price, prompt, completion, cached),
+        latency_ms=(now - progress.started_mono) * 1000,
+        ttft_ms=ttft,
+        status=status,
+        error_type=error.code or error.type if error else None,
+        http_status=error.status if error else (499 if status == "cancelled" else 200),
+        finish_reason=progress.finish_reason,
+    )

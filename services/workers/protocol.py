@@ -1,0 +1,60 @@
+"""The seam every provider adapter implements.
+
+An adapter turns one normalized call into its provider's wire format and back.
+The normalized shapes are OpenAI's: ``complete`` returns a ``chat.completion``
+object, ``stream`` yields ``chat.completion.chunk`` objects. Adapters raise
+only ``services.runtime.errors.GatewayError`` subclasses; transport and
+provider errors are translated inside the adapter.
+
+Who closes what: ``stream`` is an async generator; the caller either exhausts
+it or closes it (``aclose``, or cancellation), and the adapter then closes the
+upstream connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import httpx
+
+from schemas.openai_chat import Usage
+from services.runtime.settings import ModelDeployment
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    deployment: ModelDeployment
+    body: dict[str, Any]
+    stream: bool
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    response: dict[str, Any]
+    usage: Usage | None
+    finish_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    chunk: dict[str, Any]
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    has_output: bool = False
+
+
+class ProviderAdapter(Protocol):
+    name: ClassVar[str]
+
+    async def complete(self, call: UpstreamCall) -> Completion: ...
+
+    def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]: ...
+
+
+class AdapterFactory(Protocol):
+    name: ClassVar[str]
+
+    def __call__(self, client: httpx.AsyncClient) -> ProviderAdapter: ...

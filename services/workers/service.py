@@ -1,0 +1,247 @@
+"""A provider worker: consumes routed attempts for one provider from IGW_WORK,
+runs each through the provider's adapter, and publishes chunks, the terminal
+event and the usage event.
+
+Delivery rules:
+- a work message is acked only after its usage event is stored in IGW_USAGE
+  and the attempt is marked finished in the ``igw_attempts`` KV bucket;
+- a redelivered attempt that is already marked finished is acked without
+  calling the upstream again;
+- long attempts send progress acks so they are not redelivered while alive;
+- a cancel on ``igw.cancel.<request_id>`` stops the upstream call, and the
+  tokens generated so far are accounted as a cancelled attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from schemas import subjects as s
+from schemas.bus import Cancel, Terminal, TokenChunk, UsageEvent, WorkItem
+from services.runtime.bus import connect, wait_for_streams
+from services.runtime.errors import ServiceUnavailable
+from services.runtime.settings import Settings
+from services.workers import registry
+from services.workers.attempt import Progress, run_attempt, usage_event
+from services.workers.http import make_client
+from services.workers.protocol import ProviderAdapter
+
+log = logging.getLogger("igw.worker")
+
+RECENT_CANCELS = 4096
+
+
+@dataclass(slots=True)
+class InFlight:
+    msg: Msg
+    task: asyncio.Task[None]
+    started: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
+    cancelled_by_client: bool = False
+
+
+class Worker:
+    def __init__(self, settings: Settings, provider: str) -> None:
+        self.settings = settings
+        self.provider = provider
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: KeyValue | None = None
+        self._client = make_client(settings.workers)
+        self._adapter: ProviderAdapter = registry.create(provider, self._client)
+        self._inflight: dict[str, InFlight] = {}
+        self._recent_cancels: dict[str, None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._nc = nc = await connect(self.settings, f"worker-{self.provider}")
+        self._js = js = nc.jetstream()
+        await wait_for_streams(js, [s.STREAM_WORK, s.STREAM_USAGE], wait_s=30.0)
+        self._kv = await js.key_value(s.KV_ATTEMPTS)
+        await nc.subscribe(s.CANCEL_WILDCARD, cb=self._on_cancel)
+        bus = self.settings.bus
+        config = ConsumerConfig(
+            durable_name=s.worker_consumer(self.provider),
+            deliver_group=s.worker_consumer(self.provider),
+            filter_subject=s.work_filter(self.provider),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=bus.work_ack_wait_s,
+            max_deliver=bus.work_max_deliver,
+            max_ack_pending=bus.max_ack_pending,
+        )
+        await js.subscribe(
+            s.work_filter(self.provider),
+            queue=s.worker_consumer(self.provider),
+            durable=s.worker_consumer(self.provider),
+            stream=s.STREAM_WORK,
+            config=config,
+            manual_ack=True,
+            cb=self._on_work,
+            pending_msgs_limit=bus.max_ack_pending * 4,
+        )
+        self._spawn(self._progress_loop())
+        log.info(
+            "worker for provider %s is consuming %s", self.provider, s.work_filter(self.provider)
+        )
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking work, let in-flight attempts finish within the grace period."""
+        if self._nc is not None and self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        pending = [f.task for f in self._inflight.values()]
+        if pending:
+            log.info("waiting up to %.0fs for %d in-flight attempts", grace_s, len(pending))
+            _, still = await asyncio.wait(pending, timeout=grace_s)
+            for task in still:
+                task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._client.aclose()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+    # ------------------------------------------------------------------ consume
+
+    async def _on_work(self, msg: Msg) -> None:
+        self._spawn(self._handle(msg))
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            item = WorkItem.model_validate_json(msg.data)
+        except ValidationError as exc:
+            log.error("dropping a malformed work message: %s", exc.errors()[:3])
+            await msg.term()
+            return
+        req = item.request
+        delivery = msg.metadata.num_delivered or 1
+        if delivery > 1 and await self._already_finished(req.request_id, item.route.attempt):
+            log.info(
+                "attempt %s:%d already finished; not calling upstream again",
+                req.request_id,
+                item.route.attempt,
+            )
+            await msg.ack()
+            return
+        deployment = self.settings.deployment(item.route.deployment)
+        if deployment is None or deployment.provider != self.provider:
+            error = ServiceUnavailable(
+                f"deployment {item.route.deployment} is not configured on this worker"
+            )
+            await self._send(
+                req.reply_subject,
+                Terminal(
+                    request_id=req.request_id,
+                    attempt=item.route.attempt,
+                    seq=0,
+                    provider=self.provider,
+                    deployment=item.route.deployment,
+                    error=error.to_info(),
+                ),
+            )
+            await msg.ack()
+            return
+        if req.request_id in self._recent_cancels:
+            await msg.ack()
+            return
+        progress = Progress()
+
+        async def send(event: TokenChunk | Terminal) -> None:
+            await self._send(req.reply_subject, event)
+
+        task = asyncio.current_task()
+        assert task is not None
+        flight = InFlight(msg=msg, task=task)
+        self._inflight[req.request_id] = flight
+        try:
+            usage = await run_attempt(item, deployment, self._adapter, send, progress, delivery)
+        except asyncio.CancelledError:
+            if not flight.cancelled_by_client:
+                raise  # shutting down: leave the message unacked for redelivery
+            task.uncancel()
+            usage = usage_event(item, deployment, progress, "cancelled", None)
+        finally:
+            self._inflight.pop(req.request_id, None)
+        await self._finish(msg, usage)
+
+    async def _finish(self, msg: Msg, usage: UsageEvent) -> None:
+        """Store the usage event, mark the attempt finished, then ack."""
+        assert self._js is not None and self._nc is not None
+        key = s.attempt_key(usage.request_id, usage.attempt)
+        for attempt in range(5):
+            try:
+                await self._js.publish(
+                    s.usage_subject(usage.provider),
+                    usage.model_dump_json().encode(),
+                    headers={s.HEADER_MSG_ID: s.usage_msg_id(usage.request_id, usage.attempt)},
+                )
+                break
+            except Exception as exc:  # timeouts and API errors alike: retry, then give back
+                log.warning("usage publish for %s failed (%s); retrying", key, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            await msg.nak(delay=5.0)
+            return
+        await self._nc.publish(f"$KV.{s.KV_ATTEMPTS}.{key}", b"done")
+        await msg.ack()
+
+    async def _already_finished(self, request_id: str, attempt: int) -> bool:
+        assert self._kv is not None
+        try:
+            await self._kv.get(s.attempt_key(request_id, attempt))
+        except Exception:  # KeyNotFoundError, or a deleted/expired entry
+            return False
+        return True
+
+    async def _send(self, subject: str, event: TokenChunk | Terminal) -> None:
+        assert self._nc is not None
+        await self._nc.publish(subject, event.model_dump_json().encode())
+
+    # ------------------------------------------------------------------- cancel
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = Cancel.model_validate_json(msg.data)
+        except ValidationError:
+            return
+        self._recent_cancels[cancel.request_id] = None
+        if len(self._recent_cancels) > RECENT_CANCELS:
+            self._recent_cancels.pop(next(iter(self._recent_cancels)))
+        flight = self._inflight.get(cancel.request_id)
+        if flight is not None and not flight.task.done():
+            log.info("cancelling %s: %s", cancel.request_id, cancel.reason)
+            flight.cancelled_by_client = True
+            flight.task.cancel()
+
+    # ----------------------------------------------------------------- progress
+
+    async def _progress_loop(self) -> None:
+        """Tell JetStream that long attempts are alive, so they are not redelivered."""
+        interval = max(0.5, self.settings.bus.work_ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for flight in list(self._inflight.values()):
+                if now - flight.last_progress >= interval:
+                    flight.last_progress = now
+                    with contextlib.suppress(Exception):
+                        await flight.msg.in_progress()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,87 @@
+"""Translate transport failures and provider error responses into gateway errors."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+
+from services.runtime.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_error_for_status,
+)
+
+
+@contextlib.contextmanager
+def translate_transport_errors(deployment: str) -> Iterator[None]:
+    """Turn httpx exceptions raised inside the block into gateway errors."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise UpstreamUnavailable(f"cannot reach deployment {deployment}: {_reason(exc)}") from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"deployment {deployment} timed out: {_reason(exc)}") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamProtocolError(
+            f"deployment {deployment} broke the connection: {_reason(exc)}"
+        ) from exc
+
+
+def error_from_response(deployment: str, response: httpx.Response, body: bytes) -> GatewayError:
+    message = _provider_message(body) or response.reason_phrase or "no details"
+    retry_after = parse_retry_after(response.headers)
+    return upstream_error_for_status(
+        response.status_code,
+        f"deployment {deployment} answered {response.status_code}: {message}",
+        retry_after,
+    )
+
+
+def error_from_stream_payload(deployment: str, payload: dict[str, Any]) -> GatewayError:
+    error = payload.get("error")
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return UpstreamError(f"deployment {deployment} sent an error mid-stream: {message}")
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    if value := headers.get("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _provider_message(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return text or None
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
