@@ -161,7 +161,8 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
-    from services.accounting.sql_client import print_result, run_sql
+    from services.accounting.sql_client import run_sql
+    from services.cli.output import print_result
 
     result = asyncio.run(run_sql(settings, args.query, args.max_rows))
     if result.error:

@@ -1,0 +1,181 @@
+"""A real IGW deployment for integration tests: nats-server, the provider
+simulator and every service as separate processes, configured by a YAML file
+written into a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from services.runtime import natsserver
+
+PRICE = {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}
+SERVICES = ("simulator", "router", "worker-openai", "accounting", "ingress")
+
+
+def sim_model(alias: str, upstream: str, port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "alias": alias,
+        "provider": "openai",
+        "base_url": f"http://127.0.0.1:{port}/v1",
+        "model": upstream,
+        "price": PRICE,
+        **extra,
+    }
+
+
+@dataclass
+class Stack:
+    root: Path
+    nats_port: int = field(default_factory=natsserver.free_port)
+    http_port: int = field(default_factory=natsserver.free_port)
+    sim_port: int = field(default_factory=natsserver.free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_models: list[dict[str, Any]] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "igw.yaml"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def write_config(self) -> None:
+        p = self.sim_port
+        models = [
+            sim_model("sim", "sim", p),
+            sim_model("sim-slow", "sim?itl_ms=40&tokens=400", p),
+            sim_model("sim-500", "sim?fault=500", p),
+            sim_model("sim-429", "sim?fault=429&retry_after=7", p),
+            sim_model("sim-stall", "sim?fault=stall", p, timeout_s=1.5),
+            sim_model("sim-cut", "sim?fault=cut&fault_after=3", p),
+            sim_model("sim-malformed", "sim?fault=malformed&fault_after=2", p),
+            *self.extra_models,
+        ]
+        config: dict[str, Any] = {
+            "data_dir": str(self.root / "data"),
+            "server": {"port": self.http_port, "max_body_bytes": 65536, "request_timeout_s": 20},
+            "nats": {"url": self.nats_url, "port": self.nats_port, "monitor_port": 0},
+            "simulator": {"port": self.sim_port},
+            "clickhouse": {"batch_size": 50, "flush_interval_ms": 100},
+            "logging": {"level": "INFO"},
+            "models": models,
+        }
+        for section, values in self.overrides.items():
+            config.setdefault(section, {}).update(values)
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IGW_")}
+        env["IGW_CONFIG"] = str(self.config_path)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_nats(self) -> None:
+        spec = natsserver.NatsServerSpec(
+            host="127.0.0.1", port=self.nats_port, store_dir=self.root / "data" / "nats"
+        )
+        self.procs["nats"] = natsserver.start(spec, self.root / "nats.log")
+
+    def start(self, name: str) -> None:
+        args = ["worker", "--provider", name.split("-", 1)[1]] if name.startswith("worker-") else [name]
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+        )
+
+    def start_all(self) -> None:
+        self.write_config()
+        self.start_nats()
+        for name in SERVICES:
+            self.start(name)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        checks = {f"{self.base_url}/ready": 200, f"{self.sim_url}/_sim/stats": 200}
+        while checks and time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            for url in list(checks):
+                try:
+                    if httpx.get(url, timeout=1).status_code == checks[url]:
+                        del checks[url]
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
+        if checks:
+            raise RuntimeError(f"not ready: {list(checks)}\n{self.logs()}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.procs.clear()
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{self.log(n)}" for n in ("nats", *SERVICES))
+
+    def sim_stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.sim_url}/_sim/stats", timeout=5).json()  # type: ignore[no-any-return]
+
+    def sim_wait(self, counter: str, value: int, timeout: float = 10.0) -> dict[str, Any]:
+        resp = httpx.get(
+            f"{self.sim_url}/_sim/wait",
+            params={"counter": counter, "value": value, "timeout": timeout},
+            timeout=timeout + 5,
+        )
+        assert resp.status_code == 200, f"{counter} never reached {value}: {resp.text}"
+        return resp.json()  # type: ignore[no-any-return]
+
+    def sql(self, query: str) -> list[list[Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli", "sql", query, "--format", "json"],
+            env=self.env(),
+            capture_output=True,
+            cwd=self.root,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
+        import json
+
+        return json.loads(out.stdout)["rows"]  # type: ignore[no-any-return]
