@@ -174,7 +174,7 @@ def upstream_error_for_status(status: int, message: str, retry_after: float | No
         return UpstreamRateLimited(message, retry_after=retry_after)
     if status in (401, 403):
         return UpstreamAuthFailed(f"the provider refused the gateway's credentials: {message}")
-    if status in (400, 404, 409, 413, 422):
+    if status in (400, 409, 413, 422):
         return UpstreamBadRequest(message)
     if status in (408, 504):
         return UpstreamTimeout(message)
