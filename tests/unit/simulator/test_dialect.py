@@ -64,3 +64,27 @@ def test_usage_null_only_when_usage_requested() -> None:
     with_usage = orjson.loads(ChunkEncoder("sim", include_usage=True).content("a ")[6:])
     assert "usage" not in without
     assert with_usage["usage"] is None
+
+
+def test_fast_frames_equal_serialised_chunks() -> None:
+    for include_usage in (False, True):
+        encoder = ChunkEncoder("m", include_usage=include_usage)
+        role = orjson.loads(encoder.role()[6:])
+        content = orjson.loads(encoder.content('say "hi"\n')[6:])
+        arguments = orjson.loads(encoder.tool_arguments('{"a":')[6:])
+        for frame in (content, arguments):
+            assert set(frame) == set(role)
+            assert {k: v for k, v in frame.items() if k != "choices"} == {
+                k: v for k, v in role.items() if k != "choices"
+            }
+        assert content["choices"] == [
+            {
+                "index": 0,
+                "delta": {"content": 'say "hi"\n'},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ]
+        assert arguments["choices"][0]["delta"] == {
+            "tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]
+        }
