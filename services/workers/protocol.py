@@ -17,8 +17,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-import httpx
-
 from schemas.openai_chat import Usage
 from services.runtime.settings import ModelDeployment
 
@@ -53,8 +51,3 @@ class ProviderAdapter(Protocol):
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]: ...
 
-
-class AdapterFactory(Protocol):
-    name: ClassVar[str]
-
-    def __call__(self, client: httpx.AsyncClient) -> ProviderAdapter: ...

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-import httpx
-
+from services.workers.http import UpstreamHTTP
 from services.workers.protocol import ProviderAdapter
 
 AdapterType = TypeVar("AdapterType", bound=type[ProviderAdapter])
 
-_ADAPTERS: dict[str, Callable[[httpx.AsyncClient], ProviderAdapter]] = {}
+_ADAPTERS: dict[str, Callable[[UpstreamHTTP], ProviderAdapter]] = {}
 
 
 def register(cls: AdapterType) -> AdapterType:
@@ -21,14 +20,14 @@ def register(cls: AdapterType) -> AdapterType:
     return cls
 
 
-def create(provider: str, client: httpx.AsyncClient) -> ProviderAdapter:
+def create(provider: str, http: UpstreamHTTP) -> ProviderAdapter:
     _load_builtin()
     try:
         factory = _ADAPTERS[provider]
     except KeyError:
         known = ", ".join(sorted(_ADAPTERS))
         raise LookupError(f"no adapter for provider {provider!r}; known: {known}") from None
-    return factory(client)
+    return factory(http)
 
 
 def names() -> list[str]:

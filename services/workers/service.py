@@ -36,7 +36,7 @@ from services.runtime.errors import ServiceUnavailable
 from services.runtime.settings import Settings
 from services.workers import registry
 from services.workers.attempt import Progress, run_attempt, usage_event
-from services.workers.http import make_client
+from services.workers.http import UpstreamHTTP
 from services.workers.protocol import ProviderAdapter
 
 log = logging.getLogger("igw.worker")
@@ -60,8 +60,8 @@ class Worker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
-        self._client = make_client(settings.workers)
-        self._adapter: ProviderAdapter = registry.create(provider, self._client)
+        self._http = UpstreamHTTP(settings.workers)
+        self._adapter: ProviderAdapter = registry.create(provider, self._http)
         self._inflight: dict[str, InFlight] = {}
         self._recent_cancels: dict[str, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,7 +111,7 @@ class Worker:
                 task.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await self._client.aclose()
+        await self._http.close()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
 

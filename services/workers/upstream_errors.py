@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from services.runtime.errors import (
@@ -23,28 +23,29 @@ from services.runtime.errors import (
 
 @contextlib.contextmanager
 def translate_transport_errors(deployment: str) -> Iterator[None]:
-    """Turn httpx exceptions raised inside the block into gateway errors."""
+    """Turn aiohttp exceptions raised inside the block into gateway errors."""
     try:
         yield
     except GatewayError:
         raise
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+    except aiohttp.ClientConnectorError as exc:
         raise UpstreamUnavailable(f"cannot reach deployment {deployment}: {_reason(exc)}") from exc
-    except httpx.TimeoutException as exc:
+    except (aiohttp.ServerTimeoutError, aiohttp.SocketTimeoutError) as exc:
         raise UpstreamTimeout(f"deployment {deployment} timed out: {_reason(exc)}") from exc
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, ConnectionError) as exc:
         raise UpstreamProtocolError(
             f"deployment {deployment} broke the connection: {_reason(exc)}"
         ) from exc
 
 
-def error_from_response(deployment: str, response: httpx.Response, body: bytes) -> GatewayError:
-    message = _provider_message(body) or response.reason_phrase or "no details"
-    retry_after = parse_retry_after(response.headers)
+def error_from_response(
+    deployment: str, status: int, headers: Mapping[str, str], body: bytes
+) -> GatewayError:
+    message = _provider_message(body) or "no details"
     return upstream_error_for_status(
-        response.status_code,
-        f"deployment {deployment} answered {response.status_code}: {message}",
-        retry_after,
+        status,
+        f"deployment {deployment} answered {status}: {message}",
+        parse_retry_after(headers),
     )
 
 
@@ -54,7 +55,7 @@ def error_from_stream_payload(deployment: str, payload: dict[str, Any]) -> Gatew
     return UpstreamError(f"deployment {deployment} sent an error mid-stream: {message}")
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     if value := headers.get("retry-after-ms"):
         with contextlib.suppress(ValueError):
             return max(0.0, float(value) / 1000)
@@ -64,8 +65,10 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        with contextlib.suppress(TypeError, ValueError):
+            parsed = email.utils.parsedate_to_datetime(value)
+            return max(0.0, parsed.timestamp() - time.time())
+        return None
 
 
 def _provider_message(body: bytes) -> str | None:
@@ -83,5 +86,5 @@ def _provider_message(body: bytes) -> str | None:
     return None
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__

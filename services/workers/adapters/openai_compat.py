@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
-import httpx
 import orjson
 from pydantic import ValidationError
 
 from schemas.openai_chat import Usage
 from services.runtime.errors import UpstreamProtocolError
+from services.workers.http import UpstreamHTTP
 from services.workers.protocol import Completion, StreamEvent, UpstreamCall
 from services.workers.registry import register
 from services.workers.sse import read_events
@@ -30,19 +30,18 @@ from services.workers.upstream_errors import (
 class OpenAICompatAdapter:
     name: ClassVar[str] = "openai"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(self, http: UpstreamHTTP) -> None:
+        self._http = http
 
     async def complete(self, call: UpstreamCall) -> Completion:
         dep = call.deployment.deployment
         with translate_transport_errors(dep):
-            response = await self._client.post(
-                self._url(call), content=orjson.dumps(call.body), headers=self._headers(call)
+            reply = await self._http.post(
+                self._url(call), orjson.dumps(call.body), self._headers(call)
             )
-            body = response.content
-        if response.status_code >= 400:
-            raise error_from_response(dep, response, body)
-        data = _parse_object(dep, body)
+        if reply.status >= 400:
+            raise error_from_response(dep, reply.status, reply.headers, reply.body)
+        data = _parse_object(dep, reply.body)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UpstreamProtocolError(f"deployment {dep} answered without choices")
@@ -54,20 +53,20 @@ class OpenAICompatAdapter:
         body = dict(call.body)
         body["stream"] = True
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        finished = done = False
         with translate_transport_errors(dep):
-            async with self._client.stream(
-                "POST", self._url(call), content=orjson.dumps(body), headers=self._headers(call)
+            async with self._http.stream(
+                self._url(call), orjson.dumps(body), self._headers(call)
             ) as response:
-                if response.status_code >= 400:
-                    raise error_from_response(dep, response, await response.aread())
-                finished = False
-                async for message in read_events(response.aiter_lines()):
+                if response.status >= 400:
+                    raw = await response.read()
+                    raise error_from_response(dep, response.status, response.headers, raw)
+                async for message in read_events(response.lines()):
+                    if done:
+                        continue  # read to the end so the connection can be reused
                     if message.data == "[DONE]":
-                        if not finished:
-                            raise UpstreamProtocolError(
-                                f"deployment {dep} ended the stream without a finish reason"
-                            )
-                        return
+                        done = True
+                        continue
                     chunk = _parse_object(dep, message.data.encode())
                     if "error" in chunk:
                         raise error_from_stream_payload(dep, chunk)
