@@ -8,6 +8,7 @@ stops the whole tree with a clear message.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +100,12 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _write_pids(self) -> None:
+        """``<data_dir>/igw-up.json``: which process runs what, for operators and tests."""
+        pids = {c.name: c.proc.pid for c in self.children if c.proc is not None}
+        state = {"supervisor": os.getpid(), "children": pids}
+        (self.settings.data_dir / "igw-up.json").write_text(json.dumps(state, indent=2))
+
     def _start(self, child: Child) -> None:
         log_file = None
         if child.name == "nats":
@@ -108,6 +115,7 @@ class Supervisor:
             child.argv, env=self.env, start_new_session=True, stdout=out, stderr=out
         )
         child.restart_at = None
+        self._write_pids()
 
     def _watch(self) -> int:
         while not self._stopping:
