@@ -1,0 +1,125 @@
+"""The accounting service: wiring only.
+
+* Usage: the durable pull consumer ``accounting`` on IGW_USAGE, read by a
+  ``UsagePuller`` into the ``UsageWriter``, which acks after the insert
+  (see ``puller`` for why this is not a FastStream batch subscriber).
+* SQL: a FastStream ``NatsBroker`` subscriber on ``igw.accounting.sql`` (queue
+  group ``accounting``) answering read-only queries from the store; with the
+  embedded engine no other process may open it.
+
+Streams are declared by the router (topology owner); this service waits for
+IGW_USAGE and owns only its consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from typing import Annotated, Any, Final
+
+from faststream import Context, StreamMessage
+from faststream.nats import NatsBroker
+from faststream.nats.message import NatsMessage
+
+from schemas.bus import SqlResult
+from schemas.subjects import (
+    ACCOUNTING_SQL,
+    CONSUMER_ACCOUNTING,
+    STREAM_USAGE,
+    USAGE_WILDCARD,
+)
+from services.accounting import responder
+from services.accounting.consumer import ACK_WAIT_S, consumer_config, ensure_consumer
+from services.accounting.puller import UsagePuller
+from services.accounting.store import ClickHouseStore, UsageStore
+from services.accounting.writer import UsageWriter
+from services.runtime.bus import connect, wait_for_streams
+from services.runtime.settings import Settings
+
+log = logging.getLogger("igw.accounting")
+
+STREAMS_TIMEOUT_S: Final = 30.0
+GRACEFUL_TIMEOUT_S: Final = 10.0
+MIN_FETCH_TIMEOUT_S: Final = 0.05
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, ack_wait_s: float = ACK_WAIT_S) -> None:
+    """Run until ``stop`` is set; flush held events on the way out."""
+    ch = settings.clickhouse
+    interval_s = ch.flush_interval_ms / 1000
+    async with AsyncExitStack() as stack:
+        store = await ClickHouseStore.open(settings.clickhouse_dsn, ch.database)
+        stack.push_async_callback(store.close)
+        applied = await store.migrate()
+        if applied:
+            log.info("applied ClickHouse migrations %s", applied)
+
+        nc = await connect(settings, "accounting")
+        stack.push_async_callback(nc.close)
+        js = nc.jetstream()
+        await wait_for_streams(js, [STREAM_USAGE], STREAMS_TIMEOUT_S)
+        config = consumer_config(settings, ack_wait_s)
+        await ensure_consumer(js, config)
+        subscription = await js.pull_subscribe(
+            USAGE_WILDCARD, durable=CONSUMER_ACCOUNTING, stream=STREAM_USAGE, config=config
+        )
+        writer = UsageWriter(store, batch_size=ch.batch_size, flush_interval_s=interval_s)
+        puller = UsagePuller(
+            subscription,
+            writer,
+            batch_size=ch.batch_size,
+            fetch_timeout_s=max(interval_s, MIN_FETCH_TIMEOUT_S),
+        )
+        timer = asyncio.create_task(writer.run(), name="accounting-flush-timer")
+        stack.callback(timer.cancel)
+        pulling = asyncio.create_task(puller.run(), name="accounting-puller")
+        stack.callback(pulling.cancel)
+
+        broker = build_broker(settings, store)
+        stack.push_async_callback(broker.stop)
+        await broker.start()
+        log.info("accounting ready: consuming %s, answering %s", STREAM_USAGE, ACCOUNTING_SQL)
+
+        await _until_stopped(stop, pulling, timer)
+        await puller.stop()
+        await asyncio.wait_for(pulling, GRACEFUL_TIMEOUT_S)  # the current fetch is handed over
+        stored = await writer.close()
+        try:
+            await nc.flush()  # the acks of the last batch
+        except Exception as exc:
+            log.warning("could not flush the last acks (they will be redelivered): %s", exc)
+        log.info("accounting stopping; flushed %d held events", stored)
+
+
+async def _until_stopped(stop: asyncio.Event, *workers: asyncio.Task[None]) -> None:
+    """Wait for ``stop``; a worker task that dies first takes the service down with it."""
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    for task in workers:
+        if task in done:
+            task.result()  # re-raises the failure
+            raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+
+
+def build_broker(settings: Settings, store: UsageStore) -> NatsBroker:
+    """The FastStream broker answering SQL requests."""
+    broker = NatsBroker(
+        settings.nats.url,
+        name="igw-accounting-sql",
+        graceful_timeout=GRACEFUL_TIMEOUT_S,
+        max_reconnect_attempts=-1,
+        log_level=logging.DEBUG,
+    )
+
+    @broker.subscriber(ACCOUNTING_SQL, queue=CONSUMER_ACCOUNTING, decoder=_raw_body)
+    async def on_sql(msg: Annotated[NatsMessage, Context("message")]) -> SqlResult:
+        return await responder.answer(store, msg.body, settings.clickhouse)
+
+    return broker
+
+
+async def _raw_body(msg: StreamMessage[Any]) -> Any:
+    """No JSON decoding by FastStream: the handler parses and judges the body."""
+    return msg.body
