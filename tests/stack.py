@@ -97,7 +97,11 @@ class Stack:
         self.procs["nats"] = natsserver.start(spec, self.root / "nats.log")
 
     def start(self, name: str) -> None:
-        args = ["worker", "--provider", name.split("-", 1)[1]] if name.startswith("worker-") else [name]
+        args = (
+            ["worker", "--provider", name.split("-", 1)[1]]
+            if name.startswith("worker-")
+            else [name]
+        )
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],

@@ -106,9 +106,11 @@ def up(tmp_path: Path) -> Iterator[Up]:
 
 def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
     client = openai.OpenAI(base_url=f"{up.base}/v1", api_key="x", max_retries=0)
-    assert client.chat.completions.create(
-        model="sim", messages=[{"role": "user", "content": "hi"}]
-    ).choices[0].message.content
+    assert (
+        client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "hi"}])
+        .choices[0]
+        .message.content
+    )
     assert "IGW is up" in up.output()
 
     pids = up.pids()
@@ -117,9 +119,11 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
     wait_for(lambda: up.pids()["router"] != pids["router"], 30, "the router to be restarted")
     assert "router exited with code -9; restarting" in up.output()
     wait_for(up.ready, 30, "readiness after the restart")
-    assert client.chat.completions.create(
-        model="sim", messages=[{"role": "user", "content": "again"}]
-    ).choices[0].message.content
+    assert (
+        client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "again"}])
+        .choices[0]
+        .message.content
+    )
 
     children = up.pids()
     up.proc.send_signal(signal.SIGINT)

@@ -10,9 +10,13 @@ from services.runtime.errors import DeadlineExceeded, UpstreamProtocolError
 
 
 def chunk(seq: int) -> bytes:
-    return TokenChunk(
-        request_id="r", attempt=1, seq=seq, provider="p", deployment="d", data={"n": seq}
-    ).model_dump_json().encode()
+    return (
+        TokenChunk(
+            request_id="r", attempt=1, seq=seq, provider="p", deployment="d", data={"n": seq}
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 async def test_events_come_back_in_order_and_typed() -> None:

@@ -26,7 +26,11 @@ TABLE = RoutingTable(
     [
         ModelDeployment(alias="fast", provider="openai", base_url="http://a/v1", model="m-1"),
         ModelDeployment(
-            alias="fast", provider="openai", deployment="fast-b", base_url="http://b/v1", model="m-2"
+            alias="fast",
+            provider="openai",
+            deployment="fast-b",
+            base_url="http://b/v1",
+            model="m-2",
         ),
         ModelDeployment(alias="smart", provider="openai", base_url="http://c/v1", model="m-3"),
     ]

@@ -77,15 +77,25 @@ def test_env_overrides_nested_fields(tmp_path: Path) -> None:
     [
         ("server:\n  port: not-a-port\n", "server.port"),
         ("server:\n  prot: 1\n", "server.prot"),
-        ("models:\n  - {alias: a, provider: nope, base_url: http://x, model: m}\n", "models[0].provider"),
-        ("models:\n  - {alias: a, provider: openai, base_url: ftp://x, model: m}\n", "models[0].base_url"),
+        (
+            "models:\n  - {alias: a, provider: nope, base_url: http://x, model: m}\n",
+            "models[0].provider",
+        ),
+        (
+            "models:\n  - {alias: a, provider: openai, base_url: ftp://x, model: m}\n",
+            "models[0].base_url",
+        ),
         ("models:\n  - {alias: a, provider: openai, base_url: http://x}\n", "models[0].model"),
         (
             "models:\n  - {alias: a, provider: openai, base_url: http://x, model: m}\n"
             "  - {alias: a, provider: openai, base_url: http://y, model: m}\n",
             "used twice",
         ),
-        ("models:\n  - {alias: a, provider: openai, base_url: http://x, model: m, deployment: 'a.b'}\n", "a.b"),
+        (
+            "models:\n  - {alias: a, provider: openai, base_url: http://x, model: m,"
+            " deployment: 'a.b'}\n",
+            "a.b",
+        ),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str) -> None:

@@ -87,9 +87,11 @@ def item(stream: bool, include_usage: bool = False, deadline_s: float = 30) -> W
 class Sink:
     def __init__(self) -> None:
         self.events: list[TokenChunk | Terminal] = []
+        self.got_one = asyncio.Event()
 
     async def __call__(self, event: TokenChunk | Terminal) -> None:
         self.events.append(event)
+        self.got_one.set()
 
 
 async def test_non_stream_sends_one_terminal_and_bills_usage() -> None:
@@ -132,7 +134,9 @@ async def test_stream_forwards_usage_chunk_when_asked() -> None:
         StreamEvent({"id": "c", "choices": [], "usage": USAGE.model_dump()}, usage=USAGE),
     ]
     sink = Sink()
-    await run_attempt(item(True, include_usage=True), DEPLOYMENT, Scripted(events), sink, Progress())
+    await run_attempt(
+        item(True, include_usage=True), DEPLOYMENT, Scripted(events), sink, Progress()
+    )
     chunks = [e for e in sink.events if isinstance(e, TokenChunk)]
     assert chunks[-1].data["usage"]["completion_tokens"] == 3
 
@@ -189,8 +193,7 @@ async def test_cancellation_leaves_progress_for_accounting() -> None:
     progress, sink = Progress(), Sink()
     work = item(True)
     task = asyncio.create_task(run_attempt(work, DEPLOYMENT, adapter, sink, progress))
-    while not sink.events:
-        await asyncio.sleep(0)
+    await sink.got_one.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -41,7 +41,9 @@ async def test_sse_reader_groups_fields() -> None:
     got = [
         m
         async for m in read_events(
-            lines(": comment", "event: ping", "data: {}", "", "data: a", "data: b", "", "data: [DONE]")
+            lines(
+                ": comment", "event: ping", "data: {}", "", "data: a", "data: b", "", "data: [DONE]"
+            )
         )
     ]
     assert got == [SSEMessage("ping", "{}"), SSEMessage(None, "a\nb"), SSEMessage(None, "[DONE]")]
