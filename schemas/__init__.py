@@ -1,18 +1,18 @@
 """IGW message and API models. This package imports nothing from the services."""
 
 from schemas.bus import (
-    REPLY_EVENT,
     SCHEMA_VERSION,
     Cancel,
     ErrorInfo,
     InferenceRequest,
+    ReplyMeta,
     RouteDecision,
+    RoutingView,
     SqlQuery,
     SqlResult,
-    Terminal,
-    TokenChunk,
     UsageEvent,
     WorkItem,
+    work_item_json,
 )
 from schemas.errors import ErrorDetail, ErrorResponse
 from schemas.openai_chat import (
@@ -25,7 +25,6 @@ from schemas.openai_chat import (
 )
 
 __all__ = [
-    "REPLY_EVENT",
     "SCHEMA_VERSION",
     "Cancel",
     "ChatCompletion",
@@ -37,12 +36,13 @@ __all__ = [
     "InferenceRequest",
     "ModelCard",
     "ModelList",
+    "ReplyMeta",
     "RouteDecision",
+    "RoutingView",
     "SqlQuery",
     "SqlResult",
-    "Terminal",
-    "TokenChunk",
     "Usage",
     "UsageEvent",
     "WorkItem",
+    "work_item_json",
 ]

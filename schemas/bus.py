@@ -4,7 +4,8 @@ Flow of one request::
 
     ingress --InferenceRequest--> IGW_REQUESTS --> router
     router  --WorkItem----------> IGW_WORK     --> worker (provider adapter)
-    worker  --TokenChunk*, Terminal--> core NATS reply subject --> ingress
+    worker  --reply events (ReplyMeta header + OpenAI JSON payload)
+            -------------------> core NATS reply subject --> ingress
     worker  --UsageEvent--------> IGW_USAGE    --> accounting --> ClickHouse
     ingress --Cancel------------> core NATS cancel subject --> worker
 
@@ -15,11 +16,10 @@ model ignores extra fields.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.openai_chat import Usage
 from schemas.subjects import Priority
 
 SCHEMA_VERSION: Final = 1
@@ -62,6 +62,16 @@ class InferenceRequest(BusMessage):
     body: dict[str, Any] = Field(description="the validated chat-completions request body")
 
 
+class RoutingView(BusMessage):
+    """The fields of an ``InferenceRequest`` the router reads; the body stays opaque."""
+
+    request_id: str
+    model: str
+    attempt: int = 1
+    priority: Priority = "interactive"
+    reply_subject: str
+
+
 class RouteDecision(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -76,45 +86,48 @@ class RouteDecision(BaseModel):
 class WorkItem(BusMessage):
     """One routed attempt of a request, for the provider's workers."""
 
-    request: InferenceRequest
     route: RouteDecision
+    request: InferenceRequest
 
 
-class TokenChunk(BusMessage):
-    """One OpenAI ``chat.completion.chunk`` of a streaming answer."""
+def work_item_json(route: RouteDecision, request_json: bytes) -> bytes:
+    """A ``WorkItem`` around an already serialized request, without re-encoding it."""
+    return b"".join(
+        (
+            b'{"schema_version":',
+            str(SCHEMA_VERSION).encode(),
+            b',"route":',
+            route.model_dump_json().encode(),
+            b',"request":',
+            request_json,
+            b"}",
+        )
+    )
 
-    kind: Literal["chunk"] = "chunk"
+
+ReplyKind = Literal["chunk", "terminal"]
+
+
+class ReplyMeta(BusMessage):
+    """The header of one reply event on a request's reply subject.
+
+    A reply event is a core NATS message whose ``Igw-Reply`` header holds this
+    model as JSON and whose payload is an OpenAI object, passed to the client
+    as is: a ``chat.completion.chunk`` for ``kind="chunk"``; for
+    ``kind="terminal"`` the whole ``chat.completion`` of a non-streaming
+    request, or nothing at the end of a stream or on error.
+    """
+
+    kind: ReplyKind
     request_id: str
     attempt: int
     delivery: int = Field(1, description="JetStream delivery count of the work message")
-    seq: int
+    seq: int = Field(description="0, 1, 2 ... within one delivery of one attempt")
     provider: str
     deployment: str
-    data: dict[str, Any]
-
-
-class Terminal(BusMessage):
-    """The last event of an attempt: a whole response, a stream end, or an error."""
-
-    kind: Literal["terminal"] = "terminal"
-    request_id: str
-    attempt: int
-    delivery: int = 1
-    seq: int
-    provider: str
-    deployment: str
-    response: dict[str, Any] | None = Field(None, description="non-streaming chat.completion")
-    usage: Usage | None = None
     finish_reason: str | None = None
     error: ErrorInfo | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-ReplyEvent = Annotated[TokenChunk | Terminal, Field(discriminator="kind")]
-REPLY_EVENT: Final[TypeAdapter[TokenChunk | Terminal]] = TypeAdapter(ReplyEvent)
 
 UsageStatus = Literal["ok", "error", "cancelled"]
 

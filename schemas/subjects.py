@@ -39,11 +39,13 @@ ACCOUNTING_SQL: Final = "igw.accounting.sql"
 CONSUMER_ROUTER: Final = "router"
 CONSUMER_ACCOUNTING: Final = "accounting"
 
-# KV buckets.
+# KV buckets (each is backed by a stream named KV_<bucket>).
 KV_ATTEMPTS: Final = "igw_attempts"
+KV_ATTEMPTS_STREAM: Final = f"KV_{KV_ATTEMPTS}"
 
 # Headers.
 HEADER_MSG_ID: Final = "Nats-Msg-Id"
+HEADER_REPLY: Final = "Igw-Reply"
 
 
 def request_subject(priority: Priority) -> str:
@@ -80,6 +82,10 @@ def usage_subject(provider: str) -> str:
 
 
 def usage_msg_id(request_id: str, attempt: int) -> str:
+    return f"{request_id}:{attempt}"
+
+
+def work_msg_id(request_id: str, attempt: int) -> str:
     return f"{request_id}:{attempt}"
 
 

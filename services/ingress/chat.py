@@ -12,23 +12,28 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas import subjects as s
-from schemas.bus import InferenceRequest, Terminal, TokenChunk
+from schemas.bus import InferenceRequest
 from schemas.openai_chat import ChatCompletionRequest
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, error_response, gateway_error_response
-from services.ingress.replies import ReplyStream
+from services.ingress.replies import Reply, ReplyStream
 from services.ingress.sse import stream_response
-from services.runtime.errors import GatewayError, ModelNotFound, ServiceUnavailable
+from services.runtime.errors import (
+    GatewayError,
+    ModelNotFound,
+    ServiceUnavailable,
+    UpstreamProtocolError,
+)
 
 log = logging.getLogger("igw.ingress")
+
+WATCH_AFTER_S = 0.05
 
 
 async def chat_completions(request: Request) -> Response:
@@ -62,10 +67,10 @@ async def chat_completions(request: Request) -> Response:
     try:
         await _publish(ctx, message)
         first = await _first_event(request, replies)
-        if isinstance(first, Terminal):
+        if first.meta.kind == "terminal":
             return _terminal_response(first, headers)
-        headers["x-igw-provider"] = first.provider
-        headers["x-igw-deployment"] = first.deployment
+        headers["x-igw-provider"] = first.meta.provider
+        headers["x-igw-deployment"] = first.meta.deployment
         handed_over = True
         return stream_response(ctx, replies, first, headers)
     except GatewayError as exc:
@@ -93,31 +98,42 @@ async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
         ) from None
 
 
-async def _first_event(request: Request, replies: ReplyStream) -> TokenChunk | Terminal:
-    """Wait for the first event, cancelling this handler if the client disconnects."""
+async def _first_event(request: Request, replies: ReplyStream) -> Reply:
+    """Wait for the first event, cancelling this handler if the client disconnects.
+
+    The disconnect watcher is only started when the first event is slow to
+    come, so a quick answer costs no extra task.
+    """
     handler = asyncio.current_task()
     assert handler is not None
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
         handler.cancel()
 
-    watcher = asyncio.create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
         return await replies.next()
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
-def _terminal_response(terminal: Terminal, headers: dict[str, str]) -> Response:
-    if terminal.provider:
-        headers["x-igw-provider"] = terminal.provider
-        headers["x-igw-deployment"] = terminal.deployment
-    if terminal.error is not None:
-        return error_response(terminal.error, headers)
-    body: Any = terminal.response
-    if body is None:
-        # a stream that finished without output chunks: answer as a whole object
-        body = {"object": "chat.completion", "choices": [], "usage": terminal.usage}
-    return Response(orjson.dumps(body), media_type=JSON, headers=headers)
+def _terminal_response(first: Reply, headers: dict[str, str]) -> Response:
+    meta = first.meta
+    if meta.provider:
+        headers["x-igw-provider"] = meta.provider
+        headers["x-igw-deployment"] = meta.deployment
+    if meta.error is not None:
+        return error_response(meta.error, headers)
+    if not first.payload:
+        error = UpstreamProtocolError("the upstream finished without an answer")
+        return gateway_error_response(error, headers)
+    return Response(first.payload, media_type=JSON, headers=headers)

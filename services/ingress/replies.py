@@ -1,9 +1,10 @@
-"""Chunks and terminal events coming back to this ingress.
+"""Reply events coming back to this ingress.
 
 One core-NATS subscription on ``igw.chunks.<ingress_id>.*`` is made at
 start-up, before any request is published; each in-flight request registers a
 bounded queue under its request id. Events for unknown ids (a client that left)
-are dropped.
+are dropped. An event is a ``ReplyMeta`` header plus an OpenAI JSON payload
+that is relayed to the client without being parsed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -18,10 +20,16 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import REPLY_EVENT, Terminal, TokenChunk
+from schemas.bus import ReplyMeta
 from services.runtime.errors import DeadlineExceeded, UpstreamProtocolError
 
 log = logging.getLogger("igw.ingress.replies")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    meta: ReplyMeta
+    payload: bytes
 
 
 class ReplyStream:
@@ -33,33 +41,36 @@ class ReplyStream:
         self.request_id = request_id
         self.deadline = deadline
         self.overflowed = False
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=limit)
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=limit)
 
-    def put(self, data: bytes) -> None:
+    def put(self, msg: Msg) -> None:
         try:
-            self._queue.put_nowait(data)
+            self._queue.put_nowait(msg)
         except asyncio.QueueFull:
             self.overflowed = True
 
-    async def next(self) -> TokenChunk | Terminal:
+    async def next(self) -> Reply:
         """The next event; raises ``DeadlineExceeded`` when the deadline passes."""
         if self.overflowed and self._queue.empty():
             raise UpstreamProtocolError("the client read too slowly; the stream was dropped")
-        remaining = self.deadline - time.time()
-        if remaining <= 0 and self._queue.empty():
-            raise DeadlineExceeded("the request did not finish before its deadline")
         try:
-            data = self._queue.get_nowait()
+            msg = self._queue.get_nowait()
         except asyncio.QueueEmpty:
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                raise DeadlineExceeded("the request did not finish before its deadline") from None
             try:
                 async with asyncio.timeout(remaining):
-                    data = await self._queue.get()
+                    msg = await self._queue.get()
             except TimeoutError:
                 raise DeadlineExceeded("the request did not finish before its deadline") from None
+        header = (msg.headers or {}).get(s.HEADER_REPLY)
+        if header is None:
+            raise UpstreamProtocolError("a worker sent a reply without its header")
         try:
-            return REPLY_EVENT.validate_json(data)
+            return Reply(ReplyMeta.model_validate_json(header), msg.data)
         except ValidationError as exc:
-            raise UpstreamProtocolError(f"a worker sent a malformed event: {exc}") from None
+            raise UpstreamProtocolError(f"a worker sent a malformed reply: {exc}") from None
 
 
 class ReplyMux:
@@ -94,7 +105,6 @@ class ReplyMux:
         return len(self._streams)
 
     async def _on_msg(self, msg: Msg) -> None:
-        request_id = msg.subject.rpartition(".")[2]
-        stream = self._streams.get(request_id)
+        stream = self._streams.get(msg.subject.rpartition(".")[2])
         if stream is not None:
-            stream.put(msg.data)
+            stream.put(msg)

@@ -3,7 +3,7 @@ replace it without touching the consumer."""
 
 from __future__ import annotations
 
-from schemas.bus import InferenceRequest, RouteDecision
+from schemas.bus import RouteDecision, RoutingView
 from schemas.subjects import work_subject
 from services.runtime.errors import ModelNotFound
 from services.runtime.settings import ModelDeployment
@@ -24,7 +24,7 @@ class RoutingTable:
         return sorted(self._by_alias)
 
 
-def decide(request: InferenceRequest, table: RoutingTable) -> RouteDecision:
+def decide(request: RoutingView, table: RoutingTable) -> RouteDecision:
     deployment = table.lookup(request.model)
     if deployment is None:
         raise ModelNotFound(

@@ -4,8 +4,10 @@ goes, and publishes the routed attempt to IGW_WORK.
 A request message is acked only after its work item is stored; a publish that
 fails is naked with a delay, so JetStream redelivers it. The work item carries
 ``Nats-Msg-Id = request_id:attempt``, so a redelivered request that was already
-routed is stored once. The router also owns the bus topology: it declares the
-streams and KV buckets at start-up.
+routed is stored once. The router reads only the routing fields of a request
+(``RoutingView``); the body travels into the work item byte for byte. The
+router also owns the bus topology: it declares the streams and KV buckets at
+start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import InferenceRequest, Terminal, WorkItem
+from schemas.bus import ReplyMeta, RoutingView, work_item_json
 from services.router.decide import RoutingTable, decide
 from services.runtime.bus import connect
 from services.runtime.errors import GatewayError
@@ -83,9 +85,10 @@ class Router:
         self._spawn(self._route(msg))
 
     async def _route(self, msg: Msg) -> None:
-        assert self._js is not None and self._nc is not None
+        assert self._js is not None
+        assert self._nc is not None
         try:
-            request = InferenceRequest.model_validate_json(msg.data)
+            request = RoutingView.model_validate_json(msg.data)
         except ValidationError as exc:
             log.error("dropping a malformed request message: %s", exc.errors()[:3])
             await msg.term()
@@ -93,7 +96,8 @@ class Router:
         try:
             route = decide(request, self.table)
         except GatewayError as exc:
-            terminal = Terminal(
+            meta = ReplyMeta(
+                kind="terminal",
                 request_id=request.request_id,
                 attempt=request.attempt,
                 seq=0,
@@ -101,15 +105,15 @@ class Router:
                 deployment="",
                 error=exc.to_info(),
             )
-            await self._nc.publish(request.reply_subject, terminal.model_dump_json().encode())
+            headers = {s.HEADER_REPLY: meta.model_dump_json()}
+            await self._nc.publish(request.reply_subject, b"", headers=headers)
             await msg.ack()
             return
-        item = WorkItem(request=request, route=route)
         try:
             await self._js.publish(
                 route.subject,
-                item.model_dump_json().encode(),
-                headers={s.HEADER_MSG_ID: s.usage_msg_id(request.request_id, route.attempt)},
+                work_item_json(route, msg.data),
+                headers={s.HEADER_MSG_ID: s.work_msg_id(request.request_id, route.attempt)},
             )
         except Exception as exc:  # timeout or API error: give the request back
             log.warning("could not store work for %s (%s); will retry", request.request_id, exc)

@@ -25,37 +25,45 @@ class BusUnavailable(Exception):
 
 
 async def connect(settings: Settings, name: str) -> Client:
-    """Connect to NATS with unlimited reconnects; raise ``BusUnavailable`` on failure."""
+    """Connect to NATS, then reconnect forever after any outage.
+
+    The first connection is retried until ``nats.connect_timeout_s`` runs out;
+    then ``BusUnavailable`` is raised, so a service never hangs on start-up.
+    """
+    holder: list[Client] = []
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error on %s: %s", name, exc)
+        # before the first connection, failed attempts are expected (a starting server)
+        log.log(logging.WARNING if holder else logging.DEBUG, "nats error on %s: %s", name, exc)
 
     async def on_disconnect() -> None:
-        log.warning("%s disconnected from NATS; reconnecting", name)
+        if holder and not holder[0].is_closed:  # a close() is not news
+            log.warning("%s disconnected from NATS; reconnecting", name)
 
     async def on_reconnect() -> None:
         log.info("%s reconnected to NATS", name)
 
-    deadline = time.monotonic() + settings.nats.connect_timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            return await nats.connect(
+    try:
+        async with asyncio.timeout(settings.nats.connect_timeout_s):
+            nc = await nats.connect(
                 settings.nats.url,
                 name=f"igw-{name}",
                 connect_timeout=min(2.0, settings.nats.connect_timeout_s),
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=0.25,
                 allow_reconnect=True,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 pending_size=64 * 1024 * 1024,
             )
-        except Exception as exc:  # nats-py raises several unrelated types here
-            last = exc
-            await asyncio.sleep(0.1)
-    raise BusUnavailable(f"cannot reach NATS at {settings.nats.url}: {last}")
+    except TimeoutError:
+        raise BusUnavailable(
+            f"cannot reach NATS at {settings.nats.url} "
+            f"within {settings.nats.connect_timeout_s:.0f}s"
+        ) from None
+    holder.append(nc)
+    return nc
 
 
 async def wait_for_streams(

@@ -55,7 +55,7 @@ class ClickHouseSettings(_Section):
     )
     database: str = "igw"
     batch_size: int = Field(1000, ge=1)
-    flush_interval_ms: int = Field(200, ge=1)
+    flush_interval_ms: int = Field(1000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
     max_result_rows: int = Field(10_000, ge=1)
 

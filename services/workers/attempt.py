@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from schemas.bus import ErrorInfo, Terminal, TokenChunk, UsageEvent, UsageStatus, WorkItem
+import orjson
+
+from schemas.bus import ErrorInfo, ReplyKind, ReplyMeta, UsageEvent, UsageStatus, WorkItem
 from schemas.openai_chat import Usage
 from services.runtime.errors import DeadlineExceeded, GatewayError, UpstreamTimeout
 from services.runtime.pricing import cost_usd
@@ -24,7 +26,7 @@ from services.runtime.tokens import estimate_prompt_tokens
 from services.workers.body import upstream_body
 from services.workers.protocol import ProviderAdapter, UpstreamCall
 
-SendReply = Callable[[TokenChunk | Terminal], Awaitable[None]]
+SendReply = Callable[[ReplyMeta, bytes], Awaitable[None]]
 
 
 class _Origin(TypedDict):
@@ -33,6 +35,16 @@ class _Origin(TypedDict):
     delivery: int
     provider: str
     deployment: str
+
+
+def _meta(
+    kind: ReplyKind,
+    seq: int,
+    origin: _Origin,
+    finish_reason: str | None = None,
+    error: ErrorInfo | None = None,
+) -> ReplyMeta:
+    return ReplyMeta(kind=kind, seq=seq, finish_reason=finish_reason, error=error, **origin)
 
 
 @dataclass(slots=True)
@@ -92,7 +104,7 @@ async def run_attempt(
             ) from None
     except GatewayError as exc:
         info = exc.to_info()
-        await send(Terminal(seq=progress.seq, error=info, **base))
+        await send(_meta("terminal", progress.seq, base, error=info), b"")
         return usage_event(item, deployment, progress, "error", info)
     return usage_event(item, deployment, progress, "ok", None)
 
@@ -109,15 +121,8 @@ async def _complete(
     progress.usage = result.usage
     progress.finish_reason = result.finish_reason
     progress.sent_output = True
-    await send(
-        Terminal(
-            seq=progress.seq,
-            response=result.response,
-            usage=result.usage,
-            finish_reason=result.finish_reason,
-            **base,
-        )
-    )
+    payload = result.raw if result.raw is not None else orjson.dumps(result.response)
+    await send(_meta("terminal", progress.seq, base, finish_reason=result.finish_reason), payload)
 
 
 async def _stream(
@@ -137,24 +142,15 @@ async def _stream(
                 progress.usage = event.usage
             if event.finish_reason is not None:
                 progress.finish_reason = event.finish_reason
-            chunk = event.chunk
-            if not include_usage:
-                if event.usage is not None and not chunk.get("choices"):
-                    continue  # the usage-only chunk the client did not ask for
-                chunk.pop("usage", None)
-            await send(TokenChunk(seq=progress.seq, data=chunk, **base))
+            if not include_usage and event.usage is not None and not event.chunk.get("choices"):
+                continue  # the usage-only chunk the client did not ask for
+            payload = event.raw if event.raw is not None else orjson.dumps(event.chunk)
+            await send(_meta("chunk", progress.seq, base), payload)
             progress.seq += 1
             progress.sent_output = True
     finally:
         await events.aclose()
-    await send(
-        Terminal(
-            seq=progress.seq,
-            usage=progress.usage,
-            finish_reason=progress.finish_reason,
-            **base,
-        )
-    )
+    await send(_meta("terminal", progress.seq, base, finish_reason=progress.finish_reason), b"")
 
 
 def usage_event(

@@ -84,9 +84,7 @@ class UpstreamHTTP:
     async def stream(
         self, url: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[StreamReply]:
-        response = await self._client().post(
-            url, data=body, headers=headers, allow_redirects=False
-        )
+        response = await self._client().post(url, data=body, headers=headers, allow_redirects=False)
         try:
             yield StreamReply(response)
         finally:

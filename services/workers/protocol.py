@@ -31,17 +31,23 @@ class UpstreamCall:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """A whole ``chat.completion``; ``raw`` is its JSON when the wire already had it."""
+
     response: dict[str, Any]
     usage: Usage | None
     finish_reason: str | None
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
+    """One ``chat.completion.chunk``; ``raw`` is its JSON when the wire already had it."""
+
     chunk: dict[str, Any]
     usage: Usage | None = None
     finish_reason: str | None = None
     has_output: bool = False
+    raw: bytes | None = None
 
 
 class ProviderAdapter(Protocol):
@@ -50,4 +56,3 @@ class ProviderAdapter(Protocol):
     async def complete(self, call: UpstreamCall) -> Completion: ...
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]: ...
-

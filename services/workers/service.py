@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import Cancel, Terminal, TokenChunk, UsageEvent, WorkItem
+from schemas.bus import Cancel, ReplyMeta, UsageEvent, WorkItem
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.errors import ServiceUnavailable
 from services.runtime.settings import Settings
@@ -69,7 +69,9 @@ class Worker:
     async def start(self) -> None:
         self._nc = nc = await connect(self.settings, f"worker-{self.provider}")
         self._js = js = nc.jetstream()
-        await wait_for_streams(js, [s.STREAM_WORK, s.STREAM_USAGE], wait_s=30.0)
+        await wait_for_streams(
+            js, [s.STREAM_WORK, s.STREAM_USAGE, s.KV_ATTEMPTS_STREAM], wait_s=30.0
+        )
         self._kv = await js.key_value(s.KV_ATTEMPTS)
         await nc.subscribe(s.CANCEL_WILDCARD, cb=self._on_cancel)
         bus = self.settings.bus
@@ -142,17 +144,16 @@ class Worker:
             error = ServiceUnavailable(
                 f"deployment {item.route.deployment} is not configured on this worker"
             )
-            await self._send(
-                req.reply_subject,
-                Terminal(
-                    request_id=req.request_id,
-                    attempt=item.route.attempt,
-                    seq=0,
-                    provider=self.provider,
-                    deployment=item.route.deployment,
-                    error=error.to_info(),
-                ),
+            meta = ReplyMeta(
+                kind="terminal",
+                request_id=req.request_id,
+                attempt=item.route.attempt,
+                seq=0,
+                provider=self.provider,
+                deployment=item.route.deployment,
+                error=error.to_info(),
             )
+            await self._send(req.reply_subject, meta, b"")
             await msg.ack()
             return
         if req.request_id in self._recent_cancels:
@@ -160,8 +161,8 @@ class Worker:
             return
         progress = Progress()
 
-        async def send(event: TokenChunk | Terminal) -> None:
-            await self._send(req.reply_subject, event)
+        async def send(meta: ReplyMeta, payload: bytes) -> None:
+            await self._send(req.reply_subject, meta, payload)
 
         task = asyncio.current_task()
         assert task is not None
@@ -179,16 +180,21 @@ class Worker:
         await self._finish(msg, usage)
 
     async def _finish(self, msg: Msg, usage: UsageEvent) -> None:
-        """Store the usage event, mark the attempt finished, then ack."""
-        assert self._js is not None and self._nc is not None
+        """Store the usage event, mark the attempt finished, then ack.
+
+        The usage publish is queued in the same tick as the terminal reply, so
+        both leave in one write; the KV mark and the ack leave together too.
+        """
+        assert self._js is not None
+        assert self._nc is not None
         key = s.attempt_key(usage.request_id, usage.attempt)
+        payload = usage.model_dump_json().encode()
+        headers = {s.HEADER_MSG_ID: s.usage_msg_id(usage.request_id, usage.attempt)}
+        subject = s.usage_subject(usage.provider)
         for attempt in range(5):
             try:
-                await self._js.publish(
-                    s.usage_subject(usage.provider),
-                    usage.model_dump_json().encode(),
-                    headers={s.HEADER_MSG_ID: s.usage_msg_id(usage.request_id, usage.attempt)},
-                )
+                ack = await self._js.publish_async(subject, payload, headers=dict(headers))
+                await asyncio.wait_for(ack, timeout=5.0)
                 break
             except Exception as exc:  # timeouts and API errors alike: retry, then give back
                 log.warning("usage publish for %s failed (%s); retrying", key, exc)
@@ -207,9 +213,9 @@ class Worker:
             return False
         return True
 
-    async def _send(self, subject: str, event: TokenChunk | Terminal) -> None:
+    async def _send(self, subject: str, meta: ReplyMeta, payload: bytes) -> None:
         assert self._nc is not None
-        await self._nc.publish(subject, event.model_dump_json().encode())
+        await self._nc.publish(subject, payload, headers={s.HEADER_REPLY: meta.model_dump_json()})
 
     # ------------------------------------------------------------------- cancel
 

@@ -111,7 +111,7 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
         .choices[0]
         .message.content
     )
-    assert "IGW is up" in up.output()
+    wait_for(lambda: "IGW is up" in up.output(), 30, "the start-up banner")
 
     pids = up.pids()
     assert set(pids) == {"nats", "simulator", "router", "worker-openai", "accounting", "ingress"}

@@ -46,7 +46,9 @@ class OpenAICompatAdapter:
         if not isinstance(choices, list) or not choices:
             raise UpstreamProtocolError(f"deployment {dep} answered without choices")
         finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
-        return Completion(response=data, usage=_usage(dep, data), finish_reason=finish)
+        return Completion(
+            response=data, usage=_usage(dep, data), finish_reason=finish, raw=reply.body
+        )
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         dep = call.deployment.deployment
@@ -67,10 +69,11 @@ class OpenAICompatAdapter:
                     if message.data == "[DONE]":
                         done = True
                         continue
-                    chunk = _parse_object(dep, message.data.encode())
+                    raw = message.data.encode()
+                    chunk = _parse_object(dep, raw)
                     if "error" in chunk:
                         raise error_from_stream_payload(dep, chunk)
-                    event = _stream_event(dep, chunk)
+                    event = _stream_event(dep, chunk, raw)
                     finished = finished or event.finish_reason is not None
                     yield event
         if not finished:
@@ -88,7 +91,7 @@ class OpenAICompatAdapter:
         return headers
 
 
-def _stream_event(dep: str, chunk: dict[str, Any]) -> StreamEvent:
+def _stream_event(dep: str, chunk: dict[str, Any], raw: bytes) -> StreamEvent:
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         raise UpstreamProtocolError(f"deployment {dep} sent a chunk without choices")
@@ -101,7 +104,7 @@ def _stream_event(dep: str, chunk: dict[str, Any]) -> StreamEvent:
         delta = choice.get("delta") or {}
         has_output = has_output or bool(delta.get("content") or delta.get("tool_calls"))
     return StreamEvent(
-        chunk=chunk, usage=_usage(dep, chunk), finish_reason=finish, has_output=has_output
+        chunk=chunk, usage=_usage(dep, chunk), finish_reason=finish, has_output=has_output, raw=raw
     )
 
 

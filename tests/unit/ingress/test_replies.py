@@ -1,36 +1,41 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import pytest
 
-from schemas.bus import Terminal, TokenChunk
+from schemas.bus import ReplyMeta
+from schemas.subjects import HEADER_REPLY
 from services.ingress.replies import ReplyStream
 from services.runtime.errors import DeadlineExceeded, UpstreamProtocolError
 
 
-def chunk(seq: int) -> bytes:
-    return (
-        TokenChunk(
-            request_id="r", attempt=1, seq=seq, provider="p", deployment="d", data={"n": seq}
-        )
-        .model_dump_json()
-        .encode()
+@dataclass
+class FakeMsg:
+    data: bytes
+    headers: dict[str, str] | None
+
+
+def reply(seq: int, kind: str = "chunk", payload: bytes = b"{}") -> FakeMsg:
+    meta = ReplyMeta(
+        kind=kind,  # type: ignore[arg-type]
+        request_id="r",
+        attempt=1,
+        seq=seq,
+        provider="p",
+        deployment="d",
     )
+    return FakeMsg(payload, {HEADER_REPLY: meta.model_dump_json()})
 
 
-async def test_events_come_back_in_order_and_typed() -> None:
+async def test_events_come_back_in_order_with_their_payloads() -> None:
     stream = ReplyStream("r", time.time() + 5, limit=8)
-    stream.put(chunk(0))
-    stream.put(
-        Terminal(request_id="r", attempt=1, seq=1, provider="p", deployment="d")
-        .model_dump_json()
-        .encode()
-    )
+    stream.put(reply(0, payload=b'{"n":0}'))  # type: ignore[arg-type]
+    stream.put(reply(1, kind="terminal", payload=b""))  # type: ignore[arg-type]
     first, second = await stream.next(), await stream.next()
-    assert isinstance(first, TokenChunk)
-    assert first.data == {"n": 0}
-    assert isinstance(second, Terminal)
+    assert (first.meta.kind, first.meta.seq, first.payload) == ("chunk", 0, b'{"n":0}')
+    assert (second.meta.kind, second.payload) == ("terminal", b"")
 
 
 async def test_deadline_raises_504() -> None:
@@ -43,7 +48,7 @@ async def test_deadline_raises_504() -> None:
 async def test_overflow_drops_the_stream_instead_of_growing() -> None:
     stream = ReplyStream("r", time.time() + 5, limit=2)
     for seq in range(5):
-        stream.put(chunk(seq))
+        stream.put(reply(seq))  # type: ignore[arg-type]
     assert stream.overflowed
     await stream.next()
     await stream.next()
@@ -51,8 +56,11 @@ async def test_overflow_drops_the_stream_instead_of_growing() -> None:
         await stream.next()
 
 
-async def test_malformed_event_is_a_protocol_error() -> None:
+@pytest.mark.parametrize("headers", [None, {}, {HEADER_REPLY: "{nope"}])
+async def test_a_reply_without_a_valid_header_is_a_protocol_error(
+    headers: dict[str, str] | None,
+) -> None:
     stream = ReplyStream("r", time.time() + 5, limit=2)
-    stream.put(b"{nope")
+    stream.put(FakeMsg(b"{}", headers))  # type: ignore[arg-type]
     with pytest.raises(UpstreamProtocolError):
         await stream.next()

@@ -1,24 +1,16 @@
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from schemas.bus import InferenceRequest
+from schemas.bus import RoutingView
 from services.router.decide import RoutingTable, decide
 from services.runtime.errors import ModelNotFound
 from services.runtime.settings import ModelDeployment
 
 
-def request(model: str, attempt: int = 1) -> InferenceRequest:
-    return InferenceRequest(
-        request_id="req_1",
-        created_at=time.time(),
-        deadline=time.time() + 5,
-        model=model,
-        attempt=attempt,
-        reply_subject="igw.chunks.x.req_1",
-        body={},
+def request(model: str, attempt: int = 1) -> RoutingView:
+    return RoutingView(
+        request_id="req_1", model=model, attempt=attempt, reply_subject="igw.chunks.x.req_1"
     )
 
 

@@ -69,3 +69,27 @@ def test_unknown_fields_are_kept_not_fatal() -> None:
 def test_invalid_requests_are_rejected(patch: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         ChatCompletionRequest.model_validate({**FULL, **patch})
+
+
+def test_work_item_wraps_request_bytes_without_reencoding() -> None:
+    import time
+
+    from schemas import InferenceRequest, RouteDecision, RoutingView, WorkItem, work_item_json
+
+    request = InferenceRequest(
+        request_id="req_9",
+        created_at=time.time(),
+        deadline=time.time() + 5,
+        model="sim",
+        reply_subject="igw.chunks.i.req_9",
+        body={"model": "sim", "messages": [{"role": "user", "content": "héllo"}], "x": [1, 2]},
+    )
+    raw = request.model_dump_json().encode()
+    view = RoutingView.model_validate_json(raw)
+    assert (view.request_id, view.model, view.attempt) == ("req_9", "sim", 1)
+    route = RouteDecision(
+        provider="openai", deployment="d", upstream_model="u", subject="igw.work.openai.d"
+    )
+    item = WorkItem.model_validate_json(work_item_json(route, raw))
+    assert item.request == request
+    assert item.route == route

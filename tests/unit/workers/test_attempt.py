@@ -8,9 +8,10 @@ from collections.abc import AsyncGenerator
 from decimal import Decimal
 from typing import ClassVar
 
+import orjson
 import pytest
 
-from schemas.bus import InferenceRequest, RouteDecision, Terminal, TokenChunk, WorkItem
+from schemas.bus import InferenceRequest, ReplyMeta, RouteDecision, WorkItem
 from schemas.openai_chat import Usage
 from services.runtime.errors import GatewayError, UpstreamProtocolError, UpstreamRateLimited
 from services.runtime.settings import ModelDeployment, Price
@@ -86,22 +87,27 @@ def item(stream: bool, include_usage: bool = False, deadline_s: float = 30) -> W
 
 class Sink:
     def __init__(self) -> None:
-        self.events: list[TokenChunk | Terminal] = []
+        self.events: list[ReplyMeta] = []
+        self.payloads: list[bytes] = []
         self.got_one = asyncio.Event()
 
-    async def __call__(self, event: TokenChunk | Terminal) -> None:
-        self.events.append(event)
+    async def __call__(self, meta: ReplyMeta, payload: bytes) -> None:
+        self.events.append(meta)
+        self.payloads.append(payload)
         self.got_one.set()
+
+    @property
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
 
 
 async def test_non_stream_sends_one_terminal_and_bills_usage() -> None:
     sink, adapter = Sink(), Scripted()
     usage = await run_attempt(item(False), DEPLOYMENT, adapter, sink, Progress())
-    assert [type(e) for e in sink.events] == [Terminal]
-    terminal = sink.events[0]
-    assert isinstance(terminal, Terminal)
-    assert terminal.ok
-    assert terminal.response == {"id": "x", "choices": [{"finish_reason": "stop"}]}
+    assert sink.kinds == ["terminal"]
+    assert sink.events[0].error is None
+    assert sink.events[0].finish_reason == "stop"
+    assert orjson.loads(sink.payloads[0]) == {"id": "x", "choices": [{"finish_reason": "stop"}]}
     assert adapter.calls[0].body["model"] == "up-1"
     assert "stream" not in adapter.calls[0].body
     assert usage.status == "ok"
@@ -120,9 +126,10 @@ async def test_stream_numbers_chunks_and_hides_usage_unless_asked() -> None:
     sink = Sink()
     usage = await run_attempt(item(True), DEPLOYMENT, Scripted(events), sink, Progress())
     assert [e.seq for e in sink.events] == [0, 1, 2, 3]
-    assert isinstance(sink.events[-1], Terminal)
+    assert sink.kinds == ["chunk", "chunk", "chunk", "terminal"]
     assert sink.events[-1].finish_reason == "stop"
-    assert all("usage" not in e.data for e in sink.events if isinstance(e, TokenChunk))
+    assert sink.payloads[-1] == b""
+    assert all(b"completion_tokens" not in p for p in sink.payloads)
     assert usage.completion_tokens == 3
     assert usage.ttft_ms is not None
 
@@ -137,8 +144,8 @@ async def test_stream_forwards_usage_chunk_when_asked() -> None:
     await run_attempt(
         item(True, include_usage=True), DEPLOYMENT, Scripted(events), sink, Progress()
     )
-    chunks = [e for e in sink.events if isinstance(e, TokenChunk)]
-    assert chunks[-1].data["usage"]["completion_tokens"] == 3
+    assert sink.kinds == ["chunk", "chunk", "chunk", "terminal"]
+    assert orjson.loads(sink.payloads[2])["usage"]["completion_tokens"] == 3
 
 
 async def test_upstream_error_becomes_an_error_terminal_and_error_usage() -> None:
@@ -146,7 +153,7 @@ async def test_upstream_error_becomes_an_error_terminal_and_error_usage() -> Non
     adapter = Scripted(fail=UpstreamRateLimited("slow down", retry_after=3))
     usage = await run_attempt(item(False), DEPLOYMENT, adapter, sink, Progress())
     terminal = sink.events[-1]
-    assert isinstance(terminal, Terminal)
+    assert terminal.kind == "terminal"
     assert terminal.error is not None
     assert (terminal.error.status, terminal.error.retry_after) == (429, 3)
     assert usage.status == "error"
@@ -160,7 +167,7 @@ async def test_stream_cut_after_output_keeps_sequence_and_estimates_usage() -> N
     adapter = Scripted(events, fail=UpstreamProtocolError("cut"))
     usage = await run_attempt(item(True), DEPLOYMENT, adapter, sink, Progress())
     assert [e.seq for e in sink.events] == [0, 1, 2]
-    assert isinstance(sink.events[-1], Terminal)
+    assert sink.kinds == ["chunk", "chunk", "terminal"]
     assert sink.events[-1].error is not None
     assert adapter.closed
     assert usage.status == "error"
@@ -173,7 +180,7 @@ async def test_deadline_stops_a_stalled_upstream() -> None:
     adapter = Scripted([StreamEvent(chunk("a"), has_output=True)], hang=asyncio.Event())
     usage = await run_attempt(item(True, deadline_s=0.2), DEPLOYMENT, adapter, sink, Progress())
     terminal = sink.events[-1]
-    assert isinstance(terminal, Terminal)
+    assert terminal.kind == "terminal"
     assert terminal.error is not None
     assert terminal.error.status == 504
     assert adapter.closed
