@@ -1,5 +1,5 @@
-"""The ingress application: FastAPI for the HTTP surface, with the latency-
-critical routes registered as plain Starlette routes."""
+"""The ingress application: FastAPI for the HTTP surface; the request path is
+dispatched by a thin ASGI layer in front of it (see ``fastpath``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from schemas import subjects as s
 from services.ingress import chat, meta
 from services.ingress.context import IngressContext
+from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
 from services.ingress.replies import ReplyMux
 from services.runtime.bus import connect, wait_for_streams
@@ -21,7 +22,7 @@ from services.runtime.version import VERSION
 log = logging.getLogger("igw.ingress")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> FastPath:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await connect(settings, "ingress")
@@ -50,9 +51,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
-    app.router.add_route("/v1/chat/completions", chat.chat_completions, methods=["POST"])
-    app.router.add_route("/chat/completions", chat.chat_completions, methods=["POST"])
+    for path in ("/v1/chat/completions", "/chat/completions"):
+        app.router.add_route(path, chat.chat_completions, methods=["POST"])
     app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])
     app.router.add_route("/ready", meta.ready, methods=["GET"])
-    return app
+    hot = {("POST", "/v1/chat/completions"): chat.chat_completions}
+    return FastPath(app, hot)
