@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.openai_chat import Usage
 from schemas.subjects import Priority
 
 SCHEMA_VERSION: Final = 1
@@ -126,6 +127,7 @@ class ReplyMeta(BusMessage):
     provider: str
     deployment: str
     finish_reason: str | None = None
+    usage: Usage | None = Field(None, description="on a terminal event: what the attempt used")
     error: ErrorInfo | None = None
 
 

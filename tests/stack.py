@@ -69,6 +69,7 @@ class Stack:
             sim_model("sim-stall", "sim?fault=stall", p, timeout_s=1.5),
             sim_model("sim-cut", "sim?fault=cut&fault_after=3", p),
             sim_model("sim-malformed", "sim?fault=malformed&fault_after=2", p),
+            sim_model("sim-acct", "sim", p),
             *self.extra_models,
         ]
         config: dict[str, Any] = {

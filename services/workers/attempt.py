@@ -43,8 +43,11 @@ def _meta(
     origin: _Origin,
     finish_reason: str | None = None,
     error: ErrorInfo | None = None,
+    usage: Usage | None = None,
 ) -> ReplyMeta:
-    return ReplyMeta(kind=kind, seq=seq, finish_reason=finish_reason, error=error, **origin)
+    return ReplyMeta(
+        kind=kind, seq=seq, finish_reason=finish_reason, error=error, usage=usage, **origin
+    )
 
 
 @dataclass(slots=True)
@@ -122,7 +125,8 @@ async def _complete(
     progress.finish_reason = result.finish_reason
     progress.sent_output = True
     payload = result.raw if result.raw is not None else orjson.dumps(result.response)
-    await send(_meta("terminal", progress.seq, base, finish_reason=result.finish_reason), payload)
+    meta = _meta("terminal", progress.seq, base, result.finish_reason, usage=result.usage)
+    await send(meta, payload)
 
 
 async def _stream(
@@ -150,7 +154,8 @@ async def _stream(
             progress.sent_output = True
     finally:
         await events.aclose()
-    await send(_meta("terminal", progress.seq, base, finish_reason=progress.finish_reason), b"")
+    meta = _meta("terminal", progress.seq, base, progress.finish_reason, usage=progress.usage)
+    await send(meta, b"")
 
 
 def usage_event(

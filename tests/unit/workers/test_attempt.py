@@ -107,6 +107,7 @@ async def test_non_stream_sends_one_terminal_and_bills_usage() -> None:
     assert sink.kinds == ["terminal"]
     assert sink.events[0].error is None
     assert sink.events[0].finish_reason == "stop"
+    assert sink.events[0].usage == USAGE
     assert orjson.loads(sink.payloads[0]) == {"id": "x", "choices": [{"finish_reason": "stop"}]}
     assert adapter.calls[0].body["model"] == "up-1"
     assert "stream" not in adapter.calls[0].body
@@ -128,6 +129,7 @@ async def test_stream_numbers_chunks_and_hides_usage_unless_asked() -> None:
     assert [e.seq for e in sink.events] == [0, 1, 2, 3]
     assert sink.kinds == ["chunk", "chunk", "chunk", "terminal"]
     assert sink.events[-1].finish_reason == "stop"
+    assert sink.events[-1].usage == USAGE
     assert sink.payloads[-1] == b""
     assert all(b"completion_tokens" not in p for p in sink.payloads)
     assert usage.completion_tokens == 3
