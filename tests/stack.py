@@ -78,6 +78,7 @@ class Stack:
             "nats": {"url": self.nats_url, "port": self.nats_port, "monitor_port": 0},
             "simulator": {"port": self.sim_port},
             "clickhouse": {"batch_size": 50, "flush_interval_ms": 100},
+            "bus": {"usage_ack_wait_s": 3},
             "logging": {"level": "INFO"},
             "models": models,
         }

@@ -2,7 +2,8 @@
 
 Settings come from ``services.runtime.config.load_settings()`` (YAML file and
 ``IGW_*`` environment variables). ``--ack-wait-s`` overrides the consumer's
-ack wait (how long a crashed process's messages wait before redelivery).
+ack wait (``bus.usage_ack_wait_s``: how long a crashed process's messages wait
+before redelivery).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import signal
 import sys
 
-from services.accounting.consumer import ACK_WAIT_S
 from services.accounting.service import serve
 from services.accounting.store import StoreUnavailable
 from services.runtime.bus import BusUnavailable
@@ -21,7 +21,7 @@ from services.runtime.config import ConfigError, load_settings
 from services.runtime.settings import Settings
 
 
-async def _main(settings: Settings, ack_wait_s: float) -> None:
+async def _main(settings: Settings, ack_wait_s: float | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -31,7 +31,7 @@ async def _main(settings: Settings, ack_wait_s: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.accounting")
-    parser.add_argument("--ack-wait-s", type=float, default=ACK_WAIT_S, metavar="SECONDS")
+    parser.add_argument("--ack-wait-s", type=float, default=None, metavar="SECONDS")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

@@ -8,18 +8,14 @@ when only editable fields such as ``ack_wait`` changed).
 
 from __future__ import annotations
 
-from typing import Final
-
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from schemas.subjects import CONSUMER_ACCOUNTING, STREAM_USAGE, USAGE_WILDCARD
 from services.runtime.settings import Settings
 
-ACK_WAIT_S: Final = 60.0
 
-
-def consumer_config(settings: Settings, ack_wait_s: float = ACK_WAIT_S) -> ConsumerConfig:
+def consumer_config(settings: Settings, ack_wait_s: float | None = None) -> ConsumerConfig:
     """Explicit acks, unlimited redelivery (usage must never be dropped).
 
     ``ack_wait_s`` must exceed the longest time the writer holds a message
@@ -27,6 +23,8 @@ def consumer_config(settings: Settings, ack_wait_s: float = ACK_WAIT_S) -> Consu
     crashed process wait before they are redelivered.
     """
     batch_size = settings.clickhouse.batch_size
+    if ack_wait_s is None:
+        ack_wait_s = settings.bus.usage_ack_wait_s
     return ConsumerConfig(
         name=CONSUMER_ACCOUNTING,
         durable_name=CONSUMER_ACCOUNTING,

@@ -30,7 +30,7 @@ from schemas.subjects import (
     USAGE_WILDCARD,
 )
 from services.accounting import responder
-from services.accounting.consumer import ACK_WAIT_S, consumer_config, ensure_consumer
+from services.accounting.consumer import consumer_config, ensure_consumer
 from services.accounting.puller import UsagePuller
 from services.accounting.store import ClickHouseStore, UsageStore
 from services.accounting.writer import UsageWriter
@@ -44,7 +44,9 @@ GRACEFUL_TIMEOUT_S: Final = 10.0
 MIN_FETCH_TIMEOUT_S: Final = 0.05
 
 
-async def serve(settings: Settings, stop: asyncio.Event, *, ack_wait_s: float = ACK_WAIT_S) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event, *, ack_wait_s: float | None = None
+) -> None:
     """Run until ``stop`` is set; flush held events on the way out."""
     ch = settings.clickhouse
     interval_s = ch.flush_interval_ms / 1000
@@ -70,6 +72,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, ack_wait_s: float = 
             writer,
             batch_size=ch.batch_size,
             fetch_timeout_s=max(interval_s, MIN_FETCH_TIMEOUT_S),
+            linger_s=interval_s / 4,
         )
         timer = asyncio.create_task(writer.run(), name="accounting-flush-timer")
         stack.callback(timer.cancel)

@@ -49,6 +49,13 @@ class ReplyStream:
         except asyncio.QueueFull:
             self.overflowed = True
 
+    def next_ready(self) -> Reply | None:
+        """The next event if one is already queued, without waiting."""
+        if self._queue.empty():
+            return None
+        msg = self._queue.get_nowait()
+        return self._decode(msg)
+
     async def next(self) -> Reply:
         """The next event; raises ``DeadlineExceeded`` when the deadline passes."""
         if self.overflowed and self._queue.empty():
@@ -64,6 +71,10 @@ class ReplyStream:
                     msg = await self._queue.get()
             except TimeoutError:
                 raise DeadlineExceeded("the request did not finish before its deadline") from None
+        return self._decode(msg)
+
+    @staticmethod
+    def _decode(msg: Msg) -> Reply:
         header = (msg.headers or {}).get(s.HEADER_REPLY)
         if header is None:
             raise UpstreamProtocolError("a worker sent a reply without its header")

@@ -39,8 +39,9 @@ def _error_event(info: ErrorInfo) -> bytes:
 
 
 async def _relay(ctx: IngressContext, replies: ReplyStream, first: Reply) -> AsyncIterator[bytes]:
+    """Yield SSE bytes; events that are already queued go out in one write."""
+    check = _Sequence(first)
     finished = False
-    delivery, expected = first.meta.delivery, first.meta.seq + 1
     try:
         yield _event(first.payload)
         while True:
@@ -51,22 +52,43 @@ async def _relay(ctx: IngressContext, replies: ReplyStream, first: Reply) -> Asy
                 finished = True
                 yield _error_event(exc.to_info())
                 return
-            meta = reply.meta
-            if meta.delivery != delivery or meta.seq != expected:
-                lost = UpstreamProtocolError(
-                    "the worker serving this stream was lost mid-way; retry the request"
-                )
-                ctx.cancel(replies.request_id, "stream_broken")
-                finished = True
-                yield _error_event(lost.to_info())
+            out: list[bytes] = []
+            pending: Reply | None = reply
+            while pending is not None:
+                reply = pending
+                if not check.follows(reply):
+                    ctx.cancel(replies.request_id, "stream_broken")
+                    finished = True
+                    out.append(_error_event(LOST.to_info()))
+                    break
+                if reply.meta.kind == "terminal":
+                    finished = True
+                    error = reply.meta.error
+                    out.append(DONE if error is None else _error_event(error))
+                    break
+                out.append(_event(reply.payload))
+                pending = replies.next_ready()
+            yield b"".join(out)
+            if finished:
                 return
-            expected += 1
-            if meta.kind == "terminal":
-                finished = True
-                yield DONE if meta.error is None else _error_event(meta.error)
-                return
-            yield _event(reply.payload)
     finally:
         if not finished:
             ctx.cancel(replies.request_id, "client_disconnected")
         ctx.mux.close(replies.request_id)
+
+
+LOST = UpstreamProtocolError("the worker serving this stream was lost mid-way; retry the request")
+
+
+class _Sequence:
+    """Events of one stream must come from one delivery, numbered without gaps."""
+
+    def __init__(self, first: Reply) -> None:
+        self.delivery = first.meta.delivery
+        self.expected = first.meta.seq + 1
+
+    def follows(self, reply: Reply) -> bool:
+        if reply.meta.delivery != self.delivery or reply.meta.seq != self.expected:
+            return False
+        self.expected += 1
+        return True

@@ -46,6 +46,9 @@ class BusSettings(_Section):
     work_max_deliver: int = Field(5, ge=1)
     max_ack_pending: int = Field(1024, ge=1)
     usage_max_age_days: float = Field(7.0, gt=0)
+    usage_ack_wait_s: float = Field(
+        60.0, gt=0, description="usage events held by a crashed accounting process wait this long"
+    )
     attempts_ttl_s: float = Field(900.0, gt=0, description="how long finished attempts are kept")
 
 

@@ -28,6 +28,11 @@ from services.workers.protocol import ProviderAdapter, UpstreamCall
 
 SendReply = Callable[[ReplyMeta, bytes], Awaitable[None]]
 
+# Chunks published before yielding to the event loop, so the NATS client
+# writes them at once: the role chunk and the first token decide time to
+# first token; later chunks of a burst may share a write.
+FLUSH_FIRST_CHUNKS = 2
+
 
 class _Origin(TypedDict):
     request_id: str
@@ -151,6 +156,8 @@ async def _stream(
             payload = event.raw if event.raw is not None else orjson.dumps(event.chunk)
             await send(_meta("chunk", progress.seq, base), payload)
             progress.seq += 1
+            if progress.seq <= FLUSH_FIRST_CHUNKS:
+                await asyncio.sleep(0)  # let the first chunks leave now, not after a burst
             progress.sent_output = True
     finally:
         await events.aclose()
