@@ -70,6 +70,7 @@ class Stack:
             sim_model("sim-cut", "sim?fault=cut&fault_after=3", p),
             sim_model("sim-malformed", "sim?fault=malformed&fault_after=2", p),
             sim_model("sim-acct", "sim", p),
+            sim_model("sim-slow-first", "sim?ttft_ms=15000", p),
             *self.extra_models,
         ]
         config: dict[str, Any] = {

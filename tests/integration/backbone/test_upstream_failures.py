@@ -90,3 +90,16 @@ def test_client_disconnect_closes_the_upstream_call(stack: Stack) -> None:
     # leaving the block closes the connection after the first chunk
     stats = stack.sim_wait("disconnects", before + 1, timeout=10)
     assert stats["disconnects"] >= before + 1
+
+
+def test_non_streaming_client_that_gives_up_closes_the_upstream_call(stack: Stack) -> None:
+    before = stack.sim_stats()["disconnects"]
+    impatient = openai.OpenAI(
+        base_url=f"{stack.base_url}/v1", api_key="x", max_retries=0, timeout=1.0
+    )
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(model="sim-slow-first", messages=HELLO)
+    stack.sim_wait("disconnects", before + 1, timeout=10)
+    # the upstream would have answered after 15 s; it was closed long before that
+    assert time.monotonic() - started < 10
