@@ -21,13 +21,13 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from schemas import subjects as s
 from schemas.bus import ReplyMeta, RoutingView, work_item_json
 from services.router.decide import RoutingTable, decide
 from services.runtime.bus import connect
+from services.runtime.consumers import PushConsumer, consume
 from services.runtime.errors import GatewayError
 from services.runtime.settings import Settings
 from services.runtime.topology import declare
@@ -47,27 +47,15 @@ class Router:
         self._nc = nc = await connect(self.settings, "router")
         self._js = js = nc.jetstream()
         await declare(js, self.settings)
-        bus = self.settings.bus
-        config = ConsumerConfig(
-            durable_name=s.CONSUMER_ROUTER,
-            deliver_group=s.CONSUMER_ROUTER,
-            filter_subject=s.REQUESTS_WILDCARD,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=10.0,
-            max_deliver=-1,
-            max_ack_pending=bus.max_ack_pending,
-        )
-        await js.subscribe(
-            s.REQUESTS_WILDCARD,
-            queue=s.CONSUMER_ROUTER,
-            durable=s.CONSUMER_ROUTER,
+        spec = PushConsumer(
             stream=s.STREAM_REQUESTS,
-            config=config,
-            manual_ack=True,
-            cb=self._on_request,
-            pending_msgs_limit=bus.max_ack_pending * 4,
+            name=s.CONSUMER_ROUTER,
+            filter_subject=s.REQUESTS_WILDCARD,
+            ack_wait_s=10.0,
+            max_deliver=-1,
+            max_ack_pending=self.settings.bus.max_ack_pending,
         )
+        await consume(js, spec, self._on_request)
         log.info(
             "router is routing %d aliases: %s",
             len(self.table.aliases()),

@@ -29,50 +29,33 @@ DAY_S = 86_400.0
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
     bus = settings.bus
-    replicas = settings.nats.stream_replicas
-    return [
-        StreamConfig(
-            name=s.STREAM_REQUESTS,
-            description="accepted requests, ingress to router",
-            subjects=[s.REQUESTS_WILDCARD],
-            retention=RetentionPolicy.WORK_QUEUE,
+
+    def stream(
+        name: str, description: str, subject: str, retention: RetentionPolicy, max_age_s: float
+    ) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            description=description,
+            subjects=[subject],
+            retention=retention,
             storage=StorageType.FILE,
             duplicate_window=bus.duplicate_window_s,
-            num_replicas=replicas,
-            max_age=DAY_S,
-        ),
-        StreamConfig(
-            name=s.STREAM_WORK,
-            description="routed attempts, router to provider workers",
-            subjects=[s.WORK_WILDCARD],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            duplicate_window=bus.duplicate_window_s,
-            num_replicas=replicas,
-            max_age=DAY_S,
-        ),
-        StreamConfig(
-            name=s.STREAM_USAGE,
-            description="one usage event per attempt, workers to accounting",
-            subjects=[s.USAGE_WILDCARD],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=bus.duplicate_window_s,
-            num_replicas=replicas,
-            max_age=bus.usage_max_age_days * DAY_S,
+            num_replicas=settings.nats.stream_replicas,
+            max_age=max_age_s,
             discard=DiscardPolicy.OLD,
-        ),
-        StreamConfig(
-            name=s.STREAM_BATCH,
-            description="async batch submissions and results",
-            subjects=[s.BATCH_WILDCARD],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=bus.duplicate_window_s,
-            num_replicas=replicas,
-            max_age=30 * DAY_S,
-        ),
-    ]
+        )
+
+    work, limits = RetentionPolicy.WORK_QUEUE, RetentionPolicy.LIMITS
+    return [
+        stream(s.STREAM_REQUESTS, "accepted requests, ingress to router",
+               s.REQUESTS_WILDCARD, work, DAY_S),
+        stream(s.STREAM_WORK, "routed attempts, router to provider workers",
+               s.WORK_WILDCARD, work, DAY_S),
+        stream(s.STREAM_USAGE, "one usage event per attempt, workers to accounting",
+               s.USAGE_WILDCARD, limits, bus.usage_max_age_days * DAY_S),
+        stream(s.STREAM_BATCH, "async batch submissions and results",
+               s.BATCH_WILDCARD, limits, 30 * DAY_S),
+    ]  # fmt: skip
 
 
 def kv_configs(settings: Settings) -> list[KeyValueConfig]:

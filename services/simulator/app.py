@@ -33,28 +33,24 @@ from urllib.parse import parse_qsl
 import orjson
 
 from services.simulator.behaviour import ERROR_FAULTS, Behaviour, BehaviourError, parse_behaviour
+from services.simulator.errors import OpenAIError
 from services.simulator.openai_dialect import (
     DONE,
     MALFORMED_BODY,
     MALFORMED_FRAME,
-    ChatRequest,
     ChunkEncoder,
-    OpenAIError,
-    ToolCall,
     chat_completion,
-    choose_tool_call,
     completion_text,
-    estimate_prompt_tokens,
     fault_error,
     format_seconds,
     model_object,
     models_list,
     new_request_id,
-    parse_chat_request,
-    split_arguments,
     token_text,
 )
+from services.simulator.request import ChatRequest, estimate_prompt_tokens, parse_chat_request
 from services.simulator.stats import Stats
+from services.simulator.tools import ToolCall, choose_tool_call, split_arguments
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

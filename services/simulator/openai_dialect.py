@@ -13,23 +13,22 @@
 
 Output text is deterministic: token ``i`` is ``WORDS[i % len(WORDS)] + " "``.
 
-Prompt-token rule (a cheap estimate, not a tokenizer): for each message, count the
-whitespace-separated words of its text (a string ``content``, or the ``text`` of each
-``{"type": "text"}`` part of an array ``content``); the message costs
-``max(1, ceil(words * 4 / 3))`` tokens; ``prompt_tokens`` is the sum over messages.
-
-Tool-call completion tokens: ``max(1, ceil(len(name + arguments) / 4))``.
+Request parsing and the prompt-token estimate live in :mod:`services.simulator.request`, the
+tool-call choice and its completion-token rule in :mod:`services.simulator.tools`, and
+:class:`~services.simulator.errors.OpenAIError` in :mod:`services.simulator.errors`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from random import getrandbits
 from typing import Any, Final
 
 import orjson
+
+from services.simulator.errors import OpenAIError
+from services.simulator.tools import ToolCall, new_tool_call_id
 
 SYSTEM_FINGERPRINT: Final = "fp_igwsim0001"
 SERVICE_TIER: Final = "default"
@@ -48,286 +47,8 @@ WORDS: Final[tuple[str, ...]] = tuple(_LOREM.split())
 TOKENS: Final[tuple[str, ...]] = tuple(word + " " for word in WORDS)
 
 
-class OpenAIError(Exception):
-    """An error answered in OpenAI's error shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.param = param
-        self.code = code
-
-    def body(self) -> bytes:
-        return error_body(self.message, self.type, self.param, self.code)
-
-
-def error_body(
-    message: str, type_: str, param: str | None = None, code: str | None = None
-) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Request
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """The one tool call the simulator answers with."""
-
-    name: str
-    arguments: str
-
-    @property
-    def completion_tokens(self) -> int:
-        return max(1, -(-(len(self.name) + len(self.arguments)) // 4))
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """The parts of a chat completion request the simulator acts on."""
-
-    model: str
-    messages: list[Any]
-    stream: bool
-    include_usage: bool
-    max_tokens: int | None
-    tools: list[Any] | None
-    tool_choice: Any
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _invalid_type(param: str, expected: str, value: Any) -> OpenAIError:
-    return OpenAIError(
-        400,
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def parse_chat_request(body: Any) -> ChatRequest:
-    """Validate the request body enough to answer it; raises :class:`OpenAIError` (400)."""
-    if not isinstance(body, dict):
-        raise OpenAIError(
-            400,
-            f"Invalid body: expected a JSON object, but got {_type_name(body)} instead.",
-            code="invalid_type",
-        )
-    model = body.get("model")
-    if model is None:
-        raise OpenAIError(400, "you must provide a model parameter", param="model")
-    if not isinstance(model, str):
-        raise _invalid_type("model", "a string", model)
-    if not model:
-        raise OpenAIError(400, "you must provide a model parameter", param="model")
-    messages = body.get("messages")
-    if messages is None:
-        raise OpenAIError(
-            400,
-            "Missing required parameter: 'messages'.",
-            param="messages",
-            code="missing_required_parameter",
-        )
-    if not isinstance(messages, list):
-        raise _invalid_type("messages", "an array", messages)
-    if not messages:
-        raise OpenAIError(
-            400,
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-            "but got an empty array instead.",
-            param="messages",
-            code="empty_array",
-        )
-
-    max_tokens: int | None = None
-    for param in ("max_completion_tokens", "max_tokens"):
-        value = body.get(param)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid_type(param, "an integer", value)
-        if value < 1:
-            raise OpenAIError(
-                400,
-                f"Invalid '{param}': integer below minimum value. Expected a value >= 1, "
-                f"but got {value} instead.",
-                param=param,
-                code="integer_below_min_value",
-            )
-        max_tokens = value
-        break
-
-    stream = body.get("stream") is True
-    options = body.get("stream_options")
-    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise _invalid_type("tools", "an array", tools)
-    return ChatRequest(
-        model=model,
-        messages=messages,
-        stream=stream,
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        tools=tools or None,
-        tool_choice=body.get("tool_choice"),
-    )
-
-
-def estimate_prompt_tokens(messages: list[Any]) -> int:
-    """``sum(max(1, ceil(words * 4 / 3)))`` over messages (see the module docstring)."""
-    total = 0
-    for message in messages:
-        words = 0
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            words = len(content.split())
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict):
-                    text = part.get("text")
-                    if isinstance(text, str):
-                        words += len(text.split())
-        total += max(1, -(-words * 4 // 3))
-    return total
-
-
-# ---------------------------------------------------------------------------------------------
-# Tools
-# ---------------------------------------------------------------------------------------------
-
-
-def _example_value(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "x"
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind in ("number", "integer"):
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return {}
-    if kind == "null":
-        return None
-    return "x"
-
-
-def tool_arguments(parameters: Any) -> str:
-    """A small valid JSON object for a function's parameter schema: each property gets
-    ``"x"`` (string), ``1`` (number/integer), ``true`` (boolean), ``[]``, ``{}``, or the
-    first ``enum`` value."""
-    properties = parameters.get("properties") if isinstance(parameters, dict) else None
-    if not isinstance(properties, dict):
-        return "{}"
-    return orjson.dumps({str(k): _example_value(v) for k, v in properties.items()}).decode()
-
-
-def _function_tools(tools: list[Any]) -> list[dict[str, Any]]:
-    functions: list[dict[str, Any]] = []
-    for tool in tools:
-        if isinstance(tool, dict) and tool.get("type", "function") == "function":
-            function = tool.get("function")
-            if isinstance(function, dict) and isinstance(function.get("name"), str):
-                functions.append(function)
-    return functions
-
-
-def choose_tool_call(request: ChatRequest, forced: bool) -> ToolCall | None:
-    """The tool call to answer with, or None for a text answer.
-
-    A call is made when ``tool_choice`` names a function or is ``"required"``, or when the
-    behaviour forces it (``tool_call=1``); it targets the named function, else the first one.
-    """
-    choice = request.tool_choice
-    named: str | None = None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str):
-            raise OpenAIError(
-                400,
-                "Missing required parameter: 'tool_choice.function.name'.",
-                param="tool_choice.function.name",
-                code="missing_required_parameter",
-            )
-        named = name
-    wanted = forced or named is not None or choice == "required"
-    if not wanted:
-        return None
-    functions = _function_tools(request.tools or [])
-    if not functions:
-        param = "tool_choice" if (named is not None or choice == "required") else "tools"
-        raise OpenAIError(
-            400,
-            "A tool call was requested but the request has no function tools.",
-            param=param,
-        )
-    target = functions[0]
-    if named is not None:
-        found = next((f for f in functions if f["name"] == named), None)
-        if found is None:
-            raise OpenAIError(
-                400,
-                f"Invalid value for 'tool_choice': no function named {named!r} in 'tools'.",
-                param="tool_choice",
-                code="invalid_value",
-            )
-        target = found
-    return ToolCall(name=target["name"], arguments=tool_arguments(target.get("parameters")))
-
-
-def split_arguments(arguments: str) -> list[str]:
-    """Split tool-call arguments in 2-3 fragments, as a streaming model would."""
-    if len(arguments) < 3:
-        return list(arguments) or [""]
-    third = len(arguments) // 3
-    return [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Responses
-# ---------------------------------------------------------------------------------------------
-
-
 def new_completion_id() -> str:
     return f"chatcmpl-{getrandbits(120):030x}"
-
-
-def new_tool_call_id() -> str:
-    return f"call_{getrandbits(96):024x}"
 
 
 def new_request_id() -> bytes:

@@ -25,13 +25,13 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas import subjects as s
 from schemas.bus import Cancel, ReplyMeta, UsageEvent, WorkItem
 from services.runtime.bus import connect, wait_for_streams
+from services.runtime.consumers import PushConsumer, consume
 from services.runtime.errors import ServiceUnavailable
 from services.runtime.settings import Settings
 from services.workers import registry
@@ -75,26 +75,15 @@ class Worker:
         self._kv = await js.key_value(s.KV_ATTEMPTS)
         await nc.subscribe(s.CANCEL_WILDCARD, cb=self._on_cancel)
         bus = self.settings.bus
-        config = ConsumerConfig(
-            durable_name=s.worker_consumer(self.provider),
-            deliver_group=s.worker_consumer(self.provider),
+        spec = PushConsumer(
+            stream=s.STREAM_WORK,
+            name=s.worker_consumer(self.provider),
             filter_subject=s.work_filter(self.provider),
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=bus.work_ack_wait_s,
+            ack_wait_s=bus.work_ack_wait_s,
             max_deliver=bus.work_max_deliver,
             max_ack_pending=bus.max_ack_pending,
         )
-        await js.subscribe(
-            s.work_filter(self.provider),
-            queue=s.worker_consumer(self.provider),
-            durable=s.worker_consumer(self.provider),
-            stream=s.STREAM_WORK,
-            config=config,
-            manual_ack=True,
-            cb=self._on_work,
-            pending_msgs_limit=bus.max_ack_pending * 4,
-        )
+        await consume(js, spec, self._on_work)
         self._spawn(self._progress_loop())
         log.info(
             "worker for provider %s is consuming %s", self.provider, s.work_filter(self.provider)

@@ -14,17 +14,6 @@ pytestmark = pytest.mark.integration
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{stack.base_url}/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=30,
-        _strict_response_validation=True,
-    )
-
-
 def test_non_streaming_completion(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(model="sim", messages=HELLO)
     completion = raw.parse()

@@ -16,17 +16,6 @@ pytestmark = pytest.mark.integration
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{stack.base_url}/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=30,
-        _strict_response_validation=True,
-    )
-
-
 def test_upstream_500_is_502(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="sim-500", messages=HELLO)

@@ -6,14 +6,9 @@ import json
 
 import orjson
 
-from services.simulator.openai_dialect import (
-    WORDS,
-    ChunkEncoder,
-    completion_text,
-    estimate_prompt_tokens,
-    split_arguments,
-    tool_arguments,
-)
+from services.simulator.openai_dialect import WORDS, ChunkEncoder, completion_text
+from services.simulator.request import estimate_prompt_tokens
+from services.simulator.tools import split_arguments, tool_arguments
 
 
 def test_completion_text_is_deterministic_words() -> None:
