@@ -81,11 +81,8 @@ def usage_subject(provider: str) -> str:
     return f"igw.usage.{provider}"
 
 
-def usage_msg_id(request_id: str, attempt: int) -> str:
-    return f"{request_id}:{attempt}"
-
-
-def work_msg_id(request_id: str, attempt: int) -> str:
+def attempt_msg_id(request_id: str, attempt: int) -> str:
+    """``Nats-Msg-Id`` of a work item and of its usage event: one per attempt."""
     return f"{request_id}:{attempt}"
 
 

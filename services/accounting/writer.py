@@ -28,7 +28,7 @@ from typing import Final, Protocol
 from pydantic import ValidationError
 
 from schemas.bus import UsageEvent
-from schemas.subjects import usage_msg_id
+from schemas.subjects import attempt_msg_id
 from services.accounting.rows import InvalidUsage, check
 from services.accounting.store import UsageStore
 
@@ -105,7 +105,7 @@ class UsageWriter:
         except (ValidationError, InvalidUsage) as exc:
             await self._terminate(handle, msg_id, exc)
             return
-        msg_id = msg_id or usage_msg_id(event.request_id, event.attempt)
+        msg_id = msg_id or attempt_msg_id(event.request_id, event.attempt)
         self._pending.append(_Pending(event, msg_id, handle))
         if self._oldest_at is None:
             self._oldest_at = self._clock()

@@ -101,7 +101,7 @@ class Router:
             await self._js.publish(
                 route.subject,
                 work_item_json(route, msg.data),
-                headers={s.HEADER_MSG_ID: s.work_msg_id(request.request_id, route.attempt)},
+                headers={s.HEADER_MSG_ID: s.attempt_msg_id(request.request_id, route.attempt)},
             )
         except Exception as exc:  # timeout or API error: give the request back
             log.warning("could not store work for %s (%s); will retry", request.request_id, exc)

@@ -178,7 +178,7 @@ class Worker:
         assert self._nc is not None
         key = s.attempt_key(usage.request_id, usage.attempt)
         payload = usage.model_dump_json().encode()
-        headers = {s.HEADER_MSG_ID: s.usage_msg_id(usage.request_id, usage.attempt)}
+        headers = {s.HEADER_MSG_ID: s.attempt_msg_id(usage.request_id, usage.attempt)}
         subject = s.usage_subject(usage.provider)
         for attempt in range(5):
             try:

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from schemas.bus import SqlResult, UsageEvent
-from schemas.subjects import HEADER_MSG_ID, usage_msg_id, usage_subject
+from schemas.subjects import HEADER_MSG_ID, attempt_msg_id, usage_subject
 from services.accounting.sql_client import run_sql
 from services.runtime.settings import Settings
 
@@ -116,7 +116,7 @@ async def totals(settings: Settings) -> tuple[int, Decimal, int]:
 async def publish(
     js: JetStreamContext, events: Sequence[UsageEvent], msg_ids: Sequence[str] | None = None
 ) -> list[PubAck]:
-    ids = msg_ids or [usage_msg_id(e.request_id, e.attempt) for e in events]
+    ids = msg_ids or [attempt_msg_id(e.request_id, e.attempt) for e in events]
     futures = [
         await js.publish_async(
             usage_subject(e.provider), e.model_dump_json().encode(), headers={HEADER_MSG_ID: i}

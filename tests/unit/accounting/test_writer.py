@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from schemas.subjects import usage_msg_id
+from schemas.subjects import attempt_msg_id
 from services.accounting.writer import UsageWriter, dedup_token
 from tests.unit.accounting.factories import usage_event
 from tests.unit.accounting.fakes import FakeClock, FakeHandle, FakeStore
@@ -96,7 +96,7 @@ async def test_failed_insert_naks_with_delay_and_acks_nothing(
     for i, handle in enumerate(redelivered):
         await writer.add(body(i), handle)
     assert [h.verdicts for h in redelivered] == [["ack"], ["ack"]]
-    assert store.batches[0][1] == dedup_token([usage_msg_id(f"req-{i:06d}", 1) for i in (0, 1)])
+    assert store.batches[0][1] == dedup_token([attempt_msg_id(f"req-{i:06d}", 1) for i in (0, 1)])
 
 
 @pytest.mark.parametrize(
