@@ -71,3 +71,27 @@ async def test_every_fetched_message_reaches_the_writer_despite_timeouts() -> No
     events, _ = store.batches[0]
     assert [e.request_id for e in events] == ["req-000001", "req-000002", "req-000003"]
     assert subscription.calls[0] == (3, 0.2)
+
+
+async def test_a_partial_batch_lingers_instead_of_fetching_again_at_once() -> None:
+    store, clock = FakeStore(), FakeClock()
+    writer = UsageWriter(store, batch_size=3, flush_interval_s=1, clock=clock, sleep=clock.sleep)
+    fetched = asyncio.Event()
+
+    class Once(ScriptedSubscription):
+        async def fetch(self, batch: int = 1, timeout: float | None = 5) -> list[Any]:  # noqa: ASYNC109
+            result = await super().fetch(batch, timeout)
+            fetched.set()
+            return result
+
+    subscription = Once([[msg(1)]])
+    puller = UsagePuller(
+        subscription, writer, batch_size=3, fetch_timeout_s=0.2, retry_delay_s=0, linger_s=30
+    )
+    task = asyncio.create_task(puller.run())
+    await asyncio.wait_for(fetched.wait(), timeout=5)
+    for _ in range(20):  # give the loop every chance to fetch again; it must not
+        await asyncio.sleep(0)
+    assert len(subscription.calls) == 1
+    await puller.stop()
+    await asyncio.wait_for(task, timeout=5)  # stop cuts the 30 s linger short
