@@ -16,6 +16,7 @@ from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
 from services.ingress.replies import ReplyMux
 from services.runtime.bus import connect, wait_for_streams
+from services.runtime.gc_tuning import tune_gc
 from services.runtime.settings import Settings
 from services.runtime.version import VERSION
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> FastPath:
         app.state.ctx = IngressContext(
             settings=settings, nc=nc, js=js, mux=mux, aliases=settings.aliases()
         )
+        tune_gc()
         log.info(
             "ingress listening on http://%s:%d (models: %s)",
             settings.server.host,

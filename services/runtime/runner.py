@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
+from services.runtime.gc_tuning import tune_gc
+
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Call ``main(stop)``; ``stop`` is set on SIGINT/SIGTERM and main returns."""
@@ -19,6 +21,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        tune_gc()
         await main(stop)
 
     uvloop.run(entry())

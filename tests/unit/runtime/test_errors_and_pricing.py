@@ -66,3 +66,18 @@ def test_cached_tokens_use_their_own_rate() -> None:
         cached_input_per_mtok=Decimal("0.1"),
     )
     assert cost_usd(price, 1000, 0, cached_tokens=400) == Decimal("0.00064")
+
+
+def test_gc_tuning_raises_the_collection_threshold() -> None:
+    import gc
+
+    from services.runtime.gc_tuning import GEN0_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
