@@ -71,6 +71,7 @@ class Stack:
             sim_model("sim-malformed", "sim?fault=malformed&fault_after=2", p),
             sim_model("sim-acct", "sim", p),
             sim_model("sim-slow-first", "sim?ttft_ms=15000", p),
+            sim_model("sim-3s", "sim?ttft_ms=3000", p),
             *self.extra_models,
         ]
         config: dict[str, Any] = {
@@ -79,7 +80,7 @@ class Stack:
             "nats": {"url": self.nats_url, "port": self.nats_port, "monitor_port": 0},
             "simulator": {"port": self.sim_port},
             "clickhouse": {"batch_size": 50, "flush_interval_ms": 100},
-            "bus": {"usage_ack_wait_s": 3},
+            "bus": {"usage_ack_wait_s": 3, "work_ack_wait_s": 2},
             "logging": {"level": "INFO"},
             "models": models,
         }
