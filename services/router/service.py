@@ -42,6 +42,7 @@ class Router:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: JetStreamContext.PushSubscription | None = None
 
     async def start(self) -> None:
         self._nc = nc = await connect(self.settings, "router")
@@ -55,19 +56,23 @@ class Router:
             max_deliver=-1,
             max_ack_pending=self.settings.bus.max_ack_pending,
         )
-        await consume(js, spec, self._on_request)
+        self._sub = await consume(js, spec, self._on_request)
         log.info(
             "router is routing %d aliases: %s",
             len(self.table.aliases()),
             ", ".join(self.table.aliases()),
         )
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Leave the deliver group, finish the requests in hand, then disconnect."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_s)
         if self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
 
     async def _on_request(self, msg: Msg) -> None:
         self._spawn(self._route(msg))

@@ -65,6 +65,7 @@ class Worker:
         self._inflight: dict[str, InFlight] = {}
         self._recent_cancels: dict[str, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: JetStreamContext.PushSubscription | None = None
 
     async def start(self) -> None:
         self._nc = nc = await connect(self.settings, f"worker-{self.provider}")
@@ -83,17 +84,21 @@ class Worker:
             max_deliver=bus.work_max_deliver,
             max_ack_pending=bus.max_ack_pending,
         )
-        await consume(js, spec, self._on_work)
+        self._sub = await consume(js, spec, self._on_work)
         self._spawn(self._progress_loop())
         log.info(
             "worker for provider %s is consuming %s", self.provider, s.work_filter(self.provider)
         )
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop taking work, let in-flight attempts finish within the grace period."""
-        if self._nc is not None and self._nc.is_connected:
+        """Leave the deliver group, let in-flight attempts finish, then disconnect.
+
+        Attempts still running after the grace period are cancelled without an
+        ack, so JetStream hands them to another worker.
+        """
+        if self._sub is not None:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await self._sub.unsubscribe()
         pending = [f.task for f in self._inflight.values()]
         if pending:
             log.info("waiting up to %.0fs for %d in-flight attempts", grace_s, len(pending))
@@ -103,8 +108,9 @@ class Worker:
         for task in list(self._tasks):
             task.cancel()
         await self._http.close()
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+        if self._nc is not None and self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
 
     # ------------------------------------------------------------------ consume
 

@@ -110,3 +110,23 @@ async def test_a_finished_attempt_is_acked_without_calling_upstream(stack: Stack
         assert stack.sim_stats()["requests"] == before
     finally:
         await nc.close()
+
+
+def test_a_stopping_worker_finishes_the_attempt_it_holds(stack: Stack) -> None:
+    import signal
+
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=0)
+    before = stack.sim_stats()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            client.chat.completions.create,
+            model="sim-3s",
+            messages=[{"role": "user", "content": "finish before you go"}],
+        )
+        wait_until(lambda: stack.sim_stats()["active"] > before["active"], 10, "the upstream call")
+        stack.kill("worker-openai", signal.SIGTERM)  # returns once the process has exited
+        completion = pending.result(timeout=30)
+    stack.start("worker-openai")
+    assert completion.choices[0].message.content
+    # answered by the stopping worker itself: one upstream call, none repeated
+    assert stack.sim_stats()["requests"] == before["requests"] + 1
