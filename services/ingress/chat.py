@@ -34,6 +34,7 @@ from services.runtime.errors import (
 log = logging.getLogger("igw.ingress")
 
 WATCH_AFTER_S = 0.05
+PUBLISH_TIMEOUTS_S = (1.0, 2.0, 4.0)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -85,17 +86,25 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
-    try:
-        await ctx.js.publish(
-            s.request_subject(message.priority),
-            message.model_dump_json().encode(),
-            headers={s.HEADER_MSG_ID: message.request_id},
-        )
-    except Exception as exc:  # no stream, no server, timeout: the request was not accepted
-        log.warning("could not publish %s: %s", message.request_id, exc)
-        raise ServiceUnavailable(
-            "the gateway's message bus is unavailable; retry shortly"
-        ) from None
+    """Store the request in JetStream.
+
+    A publish whose ack was lost is retried with the same ``Nats-Msg-Id``: if
+    the first one was stored, the retry is recognised as a duplicate and the
+    request still runs once.
+    """
+    payload = message.model_dump_json().encode()
+    subject = s.request_subject(message.priority)
+    last: Exception | None = None
+    for timeout in PUBLISH_TIMEOUTS_S:
+        try:
+            await ctx.js.publish(
+                subject, payload, timeout=timeout, headers={s.HEADER_MSG_ID: message.request_id}
+            )
+            return
+        except Exception as exc:  # no stream, no server, timeout: try again, then give up
+            last = exc
+    log.warning("could not publish %s: %s", message.request_id, last)
+    raise ServiceUnavailable("the gateway's message bus is unavailable; retry shortly")
 
 
 async def _first_event(request: Request, replies: ReplyStream) -> Reply:
