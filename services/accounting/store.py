@@ -40,6 +40,7 @@ from schemas.bus import SqlResult, UsageEvent
 from services.accounting import migrate as migrations
 from services.accounting.rows import COLUMNS, TABLE, to_row
 from services.accounting.sql_guard import ReadOnlyViolation, check_read_only
+from services.runtime.errors import StartupError
 
 log = logging.getLogger("igw.accounting.store")
 
@@ -55,7 +56,7 @@ QUERY_GRACE_S: Final = 5.0
 _MAX_ERROR_CHARS: Final = 2000
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(StartupError):
     """The store could not be opened or reached."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from services.runtime.config import ConfigError, load_settings
+from services.runtime.errors import StartupError
 from services.runtime.logs import setup_logging
 from services.runtime.settings import Settings
 from services.runtime.version import VERSION
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         settings.logging, args.command if args.command != "worker" else f"worker-{args.provider}"
     )
     handler = _COMMANDS[args.command]
-    return handler(settings, args)
+    try:
+        return handler(settings, args)
+    except StartupError as exc:
+        console.print(f"[red]igw {args.command} cannot start:[/] {exc}")
+        return 1
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:

@@ -15,12 +15,13 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from services.runtime.errors import StartupError
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.bus")
 
 
-class BusUnavailable(Exception):
+class BusUnavailable(StartupError):
     """NATS could not be reached, or the topology never appeared."""
 
 

@@ -33,6 +33,14 @@ from schemas.bus import ErrorInfo
 from schemas.errors import ErrorDetail, ErrorResponse
 
 
+class StartupError(Exception):
+    """A service cannot start: a dependency (NATS, the usage store) is unreachable.
+
+    Raised before the service serves anything; the command line reports the
+    message without a traceback and exits with status 1.
+    """
+
+
 class GatewayError(Exception):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "api_error"

@@ -44,7 +44,7 @@ def alive(pid: int) -> bool:
 
 
 class Up:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra: dict[str, object] | None = None) -> None:
         self.root = root
         self.http_port = natsserver.free_port()
         self.sim_port = natsserver.free_port()
@@ -58,6 +58,7 @@ class Up:
                 "monitor_port": 0,
             },
             "simulator": {"port": self.sim_port},
+            **(extra or {}),
         }
         (root / "igw.yaml").write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IGW_", "OPENAI_"))}
@@ -129,3 +130,17 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
     up.proc.send_signal(signal.SIGINT)
     assert up.proc.wait(timeout=60) == 0
     assert not [name for name, pid in children.items() if alive(pid)]
+
+
+def test_up_stops_everything_when_a_child_keeps_crashing(tmp_path: Path) -> None:
+    # accounting cannot reach its ClickHouse server, so it exits at every start
+    system = Up(tmp_path, {"clickhouse": {"dsn": "http://127.0.0.1:1"}})
+    try:
+        assert system.proc.wait(timeout=90) == 1
+        output = system.output()
+        assert "accounting exited with code 1 and keeps failing" in output
+        assert "cannot connect to ClickHouse" in output
+        assert not [name for name, pid in system.pids().items() if alive(pid)]
+    finally:
+        if system.proc.poll() is None:
+            system.proc.kill()
