@@ -2,7 +2,8 @@
 
 Children run in their own session, so Ctrl-C reaches only the supervisor,
 which then stops them in order (ingress first, NATS last). A child that exits
-unexpectedly is reported and restarted with backoff; one that keeps crashing
+unexpectedly (NATS included: its JetStream store survives, and every service
+reconnects) is reported and restarted with backoff; one that keeps crashing
 stops the whole tree with a clear message.
 """
 
@@ -139,7 +140,7 @@ class Supervisor:
         while child.crashes and now - child.crashes[0] > RESTART_WINDOW_S:
             child.crashes.popleft()
         child.crashes.append(now)
-        if len(child.crashes) > MAX_RESTARTS or child.name == "nats":
+        if len(child.crashes) > MAX_RESTARTS:
             self.console.print(
                 f"[red]{child.name} exited with code {code} and keeps failing "
                 f"({len(child.crashes)} times in {RESTART_WINDOW_S:.0f}s); stopping IGW. "

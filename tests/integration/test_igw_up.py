@@ -126,6 +126,26 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
         .message.content
     )
 
+    # NATS itself: restarted on its file store; services reconnect and serve again
+    os.kill(up.pids()["nats"], signal.SIGKILL)
+    wait_for(lambda: up.pids()["nats"] != pids["nats"], 30, "NATS to be restarted")
+
+    patient = openai.OpenAI(base_url=f"{up.base}/v1", api_key="x", max_retries=0, timeout=10)
+
+    def answers() -> bool:
+        try:
+            return bool(
+                patient.chat.completions.create(
+                    model="sim", messages=[{"role": "user", "content": "after nats"}]
+                )
+                .choices[0]
+                .message.content
+            )
+        except openai.APIError:
+            return False
+
+    wait_for(answers, 30, "a request to succeed after NATS restarted")
+
     children = up.pids()
     up.proc.send_signal(signal.SIGINT)
     assert up.proc.wait(timeout=60) == 0
