@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,17 +17,9 @@ import pytest
 import yaml
 
 from services.runtime import natsserver
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:
@@ -94,7 +85,7 @@ class Up:
 def up(tmp_path: Path) -> Iterator[Up]:
     system = Up(tmp_path)
     try:
-        wait_for(system.ready, 90, "igw up to become ready")
+        wait_until(system.ready, 90, "igw up to become ready")
         yield system
     finally:
         if system.proc.poll() is None:
@@ -112,14 +103,14 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
         .choices[0]
         .message.content
     )
-    wait_for(lambda: "IGW is up" in up.output(), 30, "the start-up banner")
+    wait_until(lambda: "IGW is up" in up.output(), 30, "the start-up banner")
 
     pids = up.pids()
     assert set(pids) == {"nats", "simulator", "router", "worker-openai", "accounting", "ingress"}
     os.kill(pids["router"], signal.SIGKILL)
-    wait_for(lambda: up.pids()["router"] != pids["router"], 30, "the router to be restarted")
+    wait_until(lambda: up.pids()["router"] != pids["router"], 30, "the router to be restarted")
     assert "router exited with code -9; restarting" in up.output()
-    wait_for(up.ready, 30, "readiness after the restart")
+    wait_until(up.ready, 30, "readiness after the restart")
     assert (
         client.chat.completions.create(model="sim", messages=[{"role": "user", "content": "again"}])
         .choices[0]
@@ -128,7 +119,7 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
 
     # NATS itself: restarted on its file store; services reconnect and serve again
     os.kill(up.pids()["nats"], signal.SIGKILL)
-    wait_for(lambda: up.pids()["nats"] != pids["nats"], 30, "NATS to be restarted")
+    wait_until(lambda: up.pids()["nats"] != pids["nats"], 30, "NATS to be restarted")
 
     patient = openai.OpenAI(base_url=f"{up.base}/v1", api_key="x", max_retries=0, timeout=10)
 
@@ -144,7 +135,7 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
         except openai.APIError:
             return False
 
-    wait_for(answers, 30, "a request to succeed after NATS restarted")
+    wait_until(answers, 30, "a request to succeed after NATS restarted")
 
     children = up.pids()
     up.proc.send_signal(signal.SIGINT)

@@ -14,17 +14,9 @@ import pytest
 from schemas import subjects as s
 from schemas.bus import InferenceRequest, RouteDecision, WorkItem
 from tests.stack import Stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_worker_killed_mid_request_is_redelivered_and_answered_once(stack: Stack) -> None:
