@@ -147,18 +147,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def paired(
-    probe: Callable[[str], Awaitable[float]], dep: Deployment, n: int
+    probe: Callable[[str], Awaitable[float]], direct_url: str, through_url: str, n: int
 ) -> tuple[list[float], list[float]]:
+    """``n`` probes each way, alternating which side goes first."""
     direct: list[float] = []
     through: list[float] = []
     for i in range(n):
-        # alternate the order so neither side always runs on a warmer cache
-        order = (
-            ((dep.sim, direct), (dep.igw, through))
-            if i % 2
-            else ((dep.igw, through), (dep.sim, direct))
-        )
-        for base, sink in order:
+        first, second = ((direct_url, direct), (through_url, through))
+        for base, sink in (first, second) if i % 2 else (second, first):
             sink.append(await probe(base))
     return direct, through
 
@@ -188,13 +184,13 @@ async def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, float]
     async with aiohttp.ClientSession(connector=connector) as session:
         client = Client(session)
         console.print("warming up ...")
-        await paired(client.complete, dep, 300)
-        await paired(client.first_token, dep, 100)
+        await paired(client.complete, dep.sim, dep.igw, 300)
+        await paired(client.first_token, dep.sim, dep.igw, 100)
 
         console.print(f"1 in flight, non-streaming: {args.requests} requests each way ...")
-        direct, through = await paired(client.complete, dep, args.requests)
+        direct, through = await paired(client.complete, dep.sim, dep.igw, args.requests)
         console.print(f"1 in flight, streaming: {args.requests // 2} requests each way ...")
-        s_direct, s_through = await paired(client.first_token, dep, args.requests // 2)
+        s_direct, s_through = await paired(client.first_token, dep.sim, dep.igw, args.requests // 2)
 
         console.print(f"{args.concurrency} in flight for {args.duration:.0f}s each way ...")
         d_done, d_err, _ = await load(client, dep.sim, args.concurrency, args.duration)
