@@ -2,18 +2,24 @@
 
 Routes:
 
-* ``POST /v1/chat/completions`` (also ``/chat/completions``): the simulated provider.
-* ``GET /v1/models`` (and ``/v1/models/sim``): OpenAI list shape, one model ``sim``.
-* ``GET /_sim/stats``: counters as JSON (see :mod:`services.simulator.stats`).
+* each dialect's routes (:mod:`services.simulator.dialects`): OpenAI
+  ``/v1/chat/completions`` and ``/v1/embeddings``, Azure OpenAI deployments,
+  Anthropic ``/v1/messages``, Gemini ``:generateContent``/``:streamGenerateContent``,
+  Bedrock ``/model/{id}/converse(-stream)``, Ollama ``/api/chat``/``/api/embed``;
+* ``GET /v1/models`` (and ``/v1/models/sim``): OpenAI list shape, one model ``sim``;
+* ``GET /_sim/stats``: counters as JSON (see :mod:`services.simulator.stats`);
 * ``GET /_sim/wait?counter=disconnects&value=1&timeout=5``: long-poll until the counter
-  reaches the value; 200 with the stats, or 408 with the stats on timeout.
-* ``POST /_sim/reset``: zero the counters.
+  reaches the value; 200 with the stats, or 408 with the stats on timeout;
+* ``POST /_sim/reset``: zero the counters;
 * anything else: 404 in OpenAI's error shape.
 
+The engine (:mod:`services.simulator.engine`) decides what to answer; the matched
+dialect parses the request and renders the answer, stream and errors.
+
 Timing: in non-stream mode ``ttft_ms`` delays the response headers; in stream mode the
-headers go out at once and ``ttft_ms`` delays the first chunk (role + first token), ``itl_ms``
-separates token chunks. HTTP-error faults are answered after ``ttft_ms`` too. A ``stall``
-that ends because ``stall_ms`` elapsed continues with the normal response.
+headers go out at once and ``ttft_ms`` delays the first chunk, ``itl_ms`` separates
+token chunks. HTTP-error faults are answered after ``ttft_ms`` too. A ``stall`` that
+ends because ``stall_ms`` elapsed continues with the normal response.
 
 ``reset`` aborts the TCP connection (with ``SO_LINGER`` 0, so the peer sees a reset) through
 the server's transport when it is reachable (uvicorn); otherwise it raises inside the app after
@@ -27,30 +33,27 @@ import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
+from random import getrandbits
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
 from services.simulator.behaviour import ERROR_FAULTS, Behaviour, BehaviourError, parse_behaviour
-from services.simulator.errors import OpenAIError
-from services.simulator.openai_dialect import (
-    DONE,
-    MALFORMED_BODY,
-    MALFORMED_FRAME,
-    ChunkEncoder,
-    chat_completion,
-    completion_text,
-    fault_error,
-    format_seconds,
-    model_object,
-    models_list,
-    new_request_id,
-    token_text,
+from services.simulator.dialect import (
+    FAULT_KINDS,
+    Answer,
+    Call,
+    Dialect,
+    EmbedRequest,
+    SimError,
+    SimRequest,
+    StreamEncoder,
 )
-from services.simulator.request import ChatRequest, estimate_prompt_tokens, parse_chat_request
+from services.simulator.dialects import DIALECTS
+from services.simulator.dialects.openai import error_body
+from services.simulator.engine import DEFAULT_EMBED_DIMENSIONS, embed_vector, plan, text_tokens
 from services.simulator.stats import Stats
-from services.simulator.tools import ToolCall, choose_tool_call, split_arguments
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,17 +61,27 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON: Final = (b"content-type", b"application/json")
-_SSE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_CACHE: Final = (b"cache-control", b"no-cache")
-_BEHAVIOUR_HEADERS: Final = (b"x-sim-behavior", b"x-sim-behaviour")
 _STREAM_FAULTS: Final = frozenset({"cut", "reset", "malformed", "stall"})
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 _MAX_WAIT_S: Final = 300.0
+MALFORMED_BODY: Final = b"{not json"
 _BAD_JSON: Final = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "using your HTTP library correctly. The API expects a JSON payload, but what was "
     "sent was not valid JSON.)"
 )
+_FAULT_MESSAGES: Final = {
+    "invalid_request": "Invalid request (simulated fault).",
+    "authentication": "Incorrect API key provided (simulated fault).",
+    "permission": "Your key may not use this model (simulated fault).",
+    "not_found": "The model does not exist or you do not have access to it (simulated fault).",
+    "request_too_large": "Request exceeds the maximum allowed size (simulated fault).",
+    "rate_limit": "Rate limit reached for requests (simulated fault). Please try again later.",
+    "api_error": "The server had an error while processing your request (simulated fault).",
+    "unavailable": "The service is temporarily unavailable (simulated fault).",
+    "overloaded": "Overloaded (simulated fault).",
+}
 
 
 class SimulatedReset(ConnectionResetError):
@@ -116,15 +129,12 @@ class _Client:
             self._watcher.cancel()
 
 
+def new_request_id() -> bytes:
+    return f"req_{getrandbits(128):032x}".encode()
+
+
 def _seconds(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000.0
-
-
-def _behaviour_header(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in raw_headers:
-        if len(name) in (14, 15) and name.lower() in _BEHAVIOUR_HEADERS:
-            return value.decode("latin-1")
-    return None
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -163,8 +173,14 @@ async def _send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, error: OpenAIError) -> None:
-    await _send_json(send, error.status, error.body())
+async def _send_sim_error(send: Send, dialect: Dialect, error: SimError) -> None:
+    status, headers, body = dialect.error(error)
+    await _send_json(send, status, body, tuple(headers))
+
+
+async def _send_not_found(send: Send, method: str, path: str) -> None:
+    body = error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
+    await _send_json(send, 404, body)
 
 
 async def _abort(send: Send, client: _Client) -> None:
@@ -182,6 +198,33 @@ async def _abort(send: Send, client: _Client) -> None:
     await client.pause(1.0)
 
 
+MODEL_CREATED: Final = 1_700_000_000
+_MODEL: Final = {
+    "id": "sim",
+    "object": "model",
+    "created": MODEL_CREATED,
+    "owned_by": "igw-simulator",
+}
+
+
+def _match(method: str, path: str) -> tuple[Dialect, Call] | None:
+    for dialect in DIALECTS:
+        for route in dialect.routes:
+            if route.method != method:
+                continue
+            found = route.pattern.fullmatch(path)
+            if found is not None:
+                params = {k: unquote(v) for k, v in found.groupdict().items() if v is not None}
+                return dialect, Call(route=route, params=params, query={}, headers={})
+    return None
+
+
+def _fault_error(behaviour: Behaviour) -> SimError:
+    kind = FAULT_KINDS[behaviour.fault]
+    retry_after = behaviour.retry_after if behaviour.fault == "429" else None
+    return SimError(int(behaviour.fault), _FAULT_MESSAGES[kind], kind, retry_after=retry_after)
+
+
 class SimulatorApp:
     """ASGI callable. Each instance owns its :class:`Stats` (``app.stats``)."""
 
@@ -193,12 +236,24 @@ class SimulatorApp:
         if kind == "http":
             path: str = scope["path"]
             method: str = scope["method"]
-            if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
-                await self._chat(scope, receive, send)
+            matched = _match(
+                method, (scope.get("raw_path") or b"").decode("latin-1").split("?")[0] or path
+            )
+            if matched is not None:
+                dialect, call = matched
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+                }
+                call = Call(route=call.route, params=call.params, query=query, headers=headers)
+                if call.route.operation == "embed":
+                    await self._embed(dialect, call, receive, send)
+                else:
+                    await self._chat(dialect, call, scope, receive, send)
             elif method == "GET" and path in ("/v1/models", "/models"):
-                await _send_json(send, 200, models_list())
+                await _send_json(send, 200, orjson.dumps({"object": "list", "data": [_MODEL]}))
             elif method == "GET" and path in ("/v1/models/sim", "/models/sim"):
-                await _send_json(send, 200, orjson.dumps(model_object("sim")))
+                await _send_json(send, 200, orjson.dumps(_MODEL))
             elif method == "GET" and path == "/_sim/stats":
                 await _send_json(send, 200, orjson.dumps(self.stats.snapshot()))
             elif method == "GET" and path == "/_sim/wait":
@@ -207,7 +262,7 @@ class SimulatorApp:
                 self.stats.reset()
                 await _send_json(send, 200, orjson.dumps(self.stats.snapshot()))
             else:
-                await _send_error(send, OpenAIError(404, f"Invalid URL ({method} {path})"))
+                await _send_not_found(send, method, path)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -225,16 +280,17 @@ class SimulatorApp:
         try:
             self.stats.get(counter)
         except KeyError:
-            await _send_error(
-                send,
-                OpenAIError(400, f"Unknown counter {counter!r}", param="counter"),
+            body = error_body(
+                f"Unknown counter {counter!r}", "invalid_request_error", "counter", None
             )
+            await _send_json(send, 400, body)
             return
         try:
             value = int(query.get("value", "1"))
             timeout = min(float(query.get("timeout", "5")), _MAX_WAIT_S)
         except ValueError:
-            await _send_error(send, OpenAIError(400, "Invalid 'value' or 'timeout'"))
+            body = error_body("Invalid 'value' or 'timeout'", "invalid_request_error", None, None)
+            await _send_json(send, 400, body)
             return
         client = _Client(receive)
         waiter = asyncio.ensure_future(self.stats.wait_for(counter, value, timeout))
@@ -249,15 +305,49 @@ class SimulatorApp:
             client.close()
         await _send_json(send, 200 if reached else 408, orjson.dumps(self.stats.snapshot()))
 
-    # -- /v1/chat/completions ------------------------------------------------------------------
+    # -- embeddings ----------------------------------------------------------------------------
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _embed(self, dialect: Dialect, call: Call, receive: Receive, send: Send) -> None:
+        raw = await _read_body(receive)
+        if raw is None:
+            return
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await _send_sim_error(send, dialect, SimError(400, _BAD_JSON))
+            return
+        self.stats.last_request = payload
+        self.stats.record_headers(list(_raw_headers(call)))
+        try:
+            request: EmbedRequest = dialect.parse_embed(call, payload)
+            behaviour = parse_behaviour(request.model, request.header_behaviour)
+        except BehaviourError as exc:
+            error = SimError(400, exc.message, param=exc.key, code="invalid_sim_behaviour")
+            await _send_sim_error(send, dialect, error)
+            return
+        except SimError as exc:
+            await _send_sim_error(send, dialect, exc)
+            return
+        if behaviour.fault in ERROR_FAULTS:
+            self.stats.fault(behaviour.fault)
+            await _send_sim_error(send, dialect, _fault_error(behaviour))
+            return
+        dimensions = request.dimensions or DEFAULT_EMBED_DIMENSIONS
+        vectors = [embed_vector(text, dimensions) for text in request.inputs]
+        tokens = sum(text_tokens(text) for text in request.inputs)
+        await _send_json(send, 200, dialect.embed_response(call, request, vectors, tokens))
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    async def _chat(
+        self, dialect: Dialect, call: Call, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         stats = self.stats
         stats.begin()
         client = _Client(receive)
         disconnected = False
         try:
-            disconnected = await self._chat_exchange(scope, receive, send, client)
+            disconnected = await self._chat_exchange(dialect, call, scope, receive, send, client)
         except asyncio.CancelledError:  # server shutdown: the exchange did not finish
             disconnected = True
             raise
@@ -266,32 +356,37 @@ class SimulatorApp:
             stats.end(disconnected=disconnected)
 
     async def _chat_exchange(
-        self, scope: Scope, receive: Receive, send: Send, client: _Client
+        self,
+        dialect: Dialect,
+        call: Call,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        client: _Client,
     ) -> bool:
-        """Answer one chat completion. Returns True if the client disconnected first."""
+        """Answer one chat request. Returns True if the client disconnected first."""
         stats = self.stats
         raw = await _read_body(receive)
         if raw is None:
             return True
-        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        stats.record_headers(raw_headers)
+        stats.record_headers(scope["headers"])
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await _send_error(send, OpenAIError(400, _BAD_JSON))
+            await _send_sim_error(send, dialect, SimError(400, _BAD_JSON))
             return False
         stats.last_request = payload
         try:
-            request = parse_chat_request(payload)
-            behaviour = parse_behaviour(request.model, _behaviour_header(raw_headers))
-            tool_call = choose_tool_call(request, behaviour.tool_call)
+            request = dialect.parse_chat(call, payload)
+            behaviour = parse_behaviour(request.model, request.header_behaviour)
+            if behaviour.fault not in ERROR_FAULTS:
+                answer = plan(request, behaviour)
         except BehaviourError as exc:
-            await _send_error(
-                send, OpenAIError(400, exc.message, param=exc.key, code="invalid_sim_behaviour")
-            )
+            error = SimError(400, exc.message, param=exc.key, code="invalid_sim_behaviour")
+            await _send_sim_error(send, dialect, error)
             return False
-        except OpenAIError as exc:
-            await _send_error(send, exc)
+        except SimError as exc:
+            await _send_sim_error(send, dialect, exc)
             return False
 
         fault = behaviour.fault
@@ -299,33 +394,22 @@ class SimulatorApp:
             if behaviour.ttft_ms > 0 and await client.pause(behaviour.ttft_ms / 1000.0):
                 return True
             stats.fault(fault)
-            error = fault_error(fault, behaviour.retry_after)
-            extra: tuple[tuple[bytes, bytes], ...] = ()
-            if fault == "429":
-                extra = (
-                    (b"retry-after", format_seconds(behaviour.retry_after).encode()),
-                    (b"x-ratelimit-limit-requests", b"60"),
-                    (b"x-ratelimit-remaining-requests", b"0"),
-                    (b"x-ratelimit-reset-requests", f"{behaviour.retry_after:g}s".encode()),
-                )
-            await _send_json(send, error.status, error.body(), extra)
+            await _send_sim_error(send, dialect, _fault_error(behaviour))
             return False
 
         if fault == "stall" and behaviour.fault_after is None:
             stats.fault("stall")
             if await client.pause(_seconds(behaviour.stall_ms)):
                 return True
-        if request.stream:
-            return await self._stream(send, client, request, behaviour, tool_call)
-        return await self._complete(send, client, request, behaviour, tool_call)
+        stream = request.stream or call.route.operation == "stream"
+        if stream:
+            encoder = dialect.stream_encoder(call, request, answer)
+            return await self._stream(send, client, encoder, answer, behaviour)
+        body = dialect.complete(call, request, answer)
+        return await self._complete(send, client, body, behaviour)
 
     async def _complete(
-        self,
-        send: Send,
-        client: _Client,
-        request: ChatRequest,
-        behaviour: Behaviour,
-        tool_call: ToolCall | None,
+        self, send: Send, client: _Client, body: bytes, behaviour: Behaviour
     ) -> bool:
         stats = self.stats
         fault = behaviour.fault
@@ -335,30 +419,6 @@ class SimulatorApp:
             stats.fault("reset")
             await _abort(send, client)
             return False
-
-        prompt_tokens = estimate_prompt_tokens(request.messages)
-        if tool_call is not None:
-            body = chat_completion(
-                model=behaviour.model,
-                content=None,
-                finish_reason="tool_calls",
-                prompt_tokens=prompt_tokens,
-                completion_tokens=tool_call.completion_tokens,
-                tool_call=tool_call,
-            )
-        else:
-            tokens = behaviour.tokens
-            capped = request.max_tokens is not None and tokens > request.max_tokens
-            if capped and request.max_tokens is not None:
-                tokens = request.max_tokens
-            body = chat_completion(
-                model=behaviour.model,
-                content=completion_text(tokens),
-                finish_reason="length" if capped else "stop",
-                prompt_tokens=prompt_tokens,
-                completion_tokens=tokens,
-            )
-
         if fault == "stall":  # with fault_after: headers go out, the body stalls
             stats.fault("stall")
             await send(
@@ -385,9 +445,9 @@ class SimulatorApp:
         self,
         send: Send,
         client: _Client,
-        request: ChatRequest,
+        encoder: StreamEncoder,
+        answer: Answer,
         behaviour: Behaviour,
-        tool_call: ToolCall | None,
     ) -> bool:
         stats = self.stats
         fault = behaviour.fault
@@ -395,36 +455,27 @@ class SimulatorApp:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [_SSE, _NO_CACHE, (b"x-request-id", new_request_id())],
+                "headers": [
+                    (b"content-type", encoder.content_type),
+                    _NO_CACHE,
+                    (b"x-request-id", new_request_id()),
+                ],
             }
         )
         if behaviour.ttft_ms > 0 and await client.pause(behaviour.ttft_ms / 1000.0):
             return True
 
-        encoder = ChunkEncoder(behaviour.model, request.include_usage)
-        frame: Callable[[str], bytes]
-        if tool_call is not None:
-            first = encoder.tool_call_start(tool_call)
-            pieces = split_arguments(tool_call.arguments)
+        pieces = answer.pieces
+        buffer = [encoder.start()]
+        frame: Callable[[str], bytes] = encoder.text
+        if answer.tool_call is not None:
+            buffer.append(encoder.tool_start(answer.tool_call))
             frame = encoder.tool_arguments
-            finish_reason = "tool_calls"
-            completion_tokens = tool_call.completion_tokens
-        else:
-            tokens = behaviour.tokens
-            capped = request.max_tokens is not None and tokens > request.max_tokens
-            if capped and request.max_tokens is not None:
-                tokens = request.max_tokens
-            first = encoder.role()
-            pieces = [token_text(i) for i in range(tokens)]
-            frame = encoder.content
-            finish_reason = "length" if capped else "stop"
-            completion_tokens = tokens
 
         fault_at = -1
         if fault in _STREAM_FAULTS and not (fault == "stall" and behaviour.fault_after is None):
             fault_at = min(behaviour.stream_fault_after, len(pieces))
         itl = behaviour.itl_ms / 1000.0
-        buffer = [first]
 
         async def flush() -> None:
             await send({"type": "http.response.body", "body": b"".join(buffer), "more_body": True})
@@ -437,7 +488,7 @@ class SimulatorApp:
                     await send({"type": "http.response.body", "body": b"".join(buffer)})
                     return False
                 if fault == "malformed":
-                    buffer.append(MALFORMED_FRAME)
+                    buffer.append(encoder.malformed())
                 else:
                     await flush()
                     if fault == "reset":
@@ -453,14 +504,13 @@ class SimulatorApp:
                     return True
             buffer.append(frame(pieces[index]))
 
-        buffer.append(encoder.finish(finish_reason))
-        if request.include_usage:
-            buffer.append(
-                encoder.usage(estimate_prompt_tokens(request.messages), completion_tokens)
-            )
-        buffer.append(DONE)
+        buffer.append(encoder.finish())
         await send({"type": "http.response.body", "body": b"".join(buffer)})
         return False
+
+
+def _raw_headers(call: Call) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in call.headers.items()]
 
 
 def create_app() -> SimulatorApp:
@@ -468,4 +518,4 @@ def create_app() -> SimulatorApp:
     return SimulatorApp()
 
 
-__all__ = ["SimulatedReset", "SimulatorApp", "create_app"]
+__all__ = ["SimRequest", "SimulatedReset", "SimulatorApp", "create_app"]

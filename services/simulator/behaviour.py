@@ -18,13 +18,19 @@ ttft_ms        float    delay before the response headers (non-stream) or before
 itl_ms         float    gap between streamed tokens; default 0
 tokens         int      output length in tokens; default 16; capped by ``max_completion_tokens``
                         / ``max_tokens`` (then ``finish_reason`` is ``length``)
-fault          enum     none (default), 429, 500, 503, 400, 401, stall, cut, reset, malformed
+fault          enum     none (default); an HTTP error: 400, 401, 403, 404, 413, 429, 500, 503,
+                        529 (each dialect renders it in its provider's error shape and may
+                        use that provider's status, e.g. 503 where it has no 529); or a
+                        transport fault: stall, cut, reset, malformed
 fault_after    int      number of token chunks sent before a stream fault is injected
                         (``cut``/``reset``/``malformed`` default to 2; ``stall`` without it
                         stalls before the response headers)
 retry_after    float    ``retry-after`` seconds sent with ``fault=429``; default 1
 stall_ms       float    how long ``fault=stall`` holds the request; default forever
 tool_call      bool     ``1``/``true`` forces a tool call to the first (or named) function
+echo           bool     answer with the conversation as the simulator understood it
+                        (see :func:`services.simulator.engine.echo_text`)
+cached_tokens  int      report this many prompt tokens as read from a prompt cache
 =============  =======  =======================================================================
 """
 
@@ -35,16 +41,33 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, Literal, get_args
 
-Fault = Literal["none", "429", "500", "503", "400", "401", "stall", "cut", "reset", "malformed"]
+Fault = Literal[
+    "none",
+    "400",
+    "401",
+    "403",
+    "404",
+    "413",
+    "429",
+    "500",
+    "503",
+    "529",
+    "stall",
+    "cut",
+    "reset",
+    "malformed",
+]
 
 _FAULT_BY_NAME: Final[dict[str, Fault]] = {name: name for name in get_args(Fault)}
 FAULTS: Final[frozenset[str]] = frozenset(_FAULT_BY_NAME)
-ERROR_FAULTS: Final[frozenset[str]] = frozenset({"429", "500", "503", "400", "401"})
+ERROR_FAULTS: Final[frozenset[str]] = frozenset(
+    {"400", "401", "403", "404", "413", "429", "500", "503", "529"}
+)
 DEFAULT_MODEL: Final = "sim"
 DEFAULT_FAULT_AFTER: Final = 2
 
 _FLOAT_KEYS: Final = frozenset({"ttft_ms", "itl_ms", "retry_after", "stall_ms"})
-_INT_KEYS: Final = frozenset({"tokens", "fault_after"})
+_INT_KEYS: Final = frozenset({"tokens", "fault_after", "cached_tokens"})
 KEYS: Final[tuple[str, ...]] = (
     "ttft_ms",
     "itl_ms",
@@ -54,6 +77,8 @@ KEYS: Final[tuple[str, ...]] = (
     "retry_after",
     "stall_ms",
     "tool_call",
+    "echo",
+    "cached_tokens",
 )
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -81,6 +106,8 @@ class Behaviour:
     retry_after: float = 1.0
     stall_ms: float | None = None
     tool_call: bool = False
+    echo: bool = False
+    cached_tokens: int = 0
 
     @property
     def stream_fault_after(self) -> int:
@@ -141,7 +168,7 @@ def _parse(model: str, header: str | None) -> Behaviour:
     floats: dict[str, float] = {}
     ints: dict[str, int] = {}
     fault: Fault = "none"
-    tool_call = False
+    flags: dict[str, bool] = {}
     for key, value in values.items():
         if key in _FLOAT_KEYS:
             floats[key] = _float(key, value)
@@ -156,13 +183,13 @@ def _parse(model: str, header: str | None) -> Behaviour:
                     f"expected one of: {', '.join(get_args(Fault))}",
                 )
             fault = parsed_fault
-        else:  # tool_call
+        else:  # a boolean key
             lowered = value.lower()
             if lowered not in _TRUE and lowered not in _FALSE:
                 raise BehaviourError(
-                    key, f"Invalid value {value!r} for simulator behaviour key 'tool_call'"
+                    key, f"Invalid value {value!r} for simulator behaviour key {key!r}"
                 )
-            tool_call = lowered in _TRUE
+            flags[key] = lowered in _TRUE
 
     return Behaviour(
         model=name or DEFAULT_MODEL,
@@ -173,7 +200,9 @@ def _parse(model: str, header: str | None) -> Behaviour:
         fault_after=ints.get("fault_after"),
         retry_after=floats.get("retry_after", 1.0),
         stall_ms=floats.get("stall_ms"),
-        tool_call=tool_call,
+        tool_call=flags.get("tool_call", False),
+        echo=flags.get("echo", False),
+        cached_tokens=ints.get("cached_tokens", 0),
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +19,7 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from services.simulator.openai_dialect import completion_text
+from services.simulator.engine import completion_text
 
 from .conftest import Sim
 
@@ -539,7 +541,25 @@ async def test_invalid_requests_are_openai_400s(
 
 async def test_unknown_route_is_an_openai_404(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
-        await client.embeddings.create(model="sim", input="hi")
+        await client.images.generate(model="sim", prompt="hi")
+
+
+async def test_embeddings_in_float_and_base64(
+    client: openai.AsyncOpenAI, http: httpx.AsyncClient
+) -> None:
+    floats = await client.embeddings.create(
+        model="sim", input=["hello", "world"], encoding_format="float", dimensions=8
+    )
+    assert [d.index for d in floats.data] == [0, 1]
+    assert len(floats.data[0].embedding) == 8
+    assert floats.usage.prompt_tokens == 4
+    packed = await http.post(
+        "/v1/embeddings",
+        json={"model": "sim", "input": "world", "encoding_format": "base64", "dimensions": 8},
+    )
+    raw = base64.b64decode(packed.json()["data"][0]["embedding"])
+    decoded = struct.unpack("<8f", raw)
+    assert [round(v, 4) for v in decoded] == [round(v, 4) for v in floats.data[1].embedding]
 
 
 # -- control endpoints ---------------------------------------------------------------------------

@@ -1,0 +1,11 @@
+"""Every wire format the simulator speaks, in the order routes are matched."""
+
+from __future__ import annotations
+
+from services.simulator.dialect import Dialect
+from services.simulator.dialects.azure import AzureDialect
+from services.simulator.dialects.openai import OpenAIDialect
+
+DIALECTS: tuple[Dialect, ...] = (OpenAIDialect(), AzureDialect())
+
+__all__ = ["DIALECTS"]
