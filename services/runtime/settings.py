@@ -14,7 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from schemas.subjects import is_subject_token
 
-KNOWN_PROVIDERS: frozenset[str] = frozenset({"openai"})
+KNOWN_PROVIDERS: frozenset[str] = frozenset(
+    {"openai", "azure", "anthropic", "gemini", "bedrock", "ollama"}
+)
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "bedrock": "https://bedrock-runtime.{region}.amazonaws.com",
+    "ollama": "http://127.0.0.1:11434",
+}
+"""Where a provider's API lives when a deployment gives no ``base_url`` (Azure has no default)."""
 
 
 class _Section(BaseModel):
@@ -98,12 +108,25 @@ class ModelDeployment(_Section):
     alias: str = Field(min_length=1, max_length=256)
     provider: str
     deployment: str = Field("", description="unique name; defaults to the alias")
-    base_url: str
+    base_url: str = Field("", description="default: the provider's public API")
     api_key: SecretStr | None = None
     model: str = Field(min_length=1, description="the upstream model name")
     price: Price = Price()
     timeout_s: float | None = Field(None, gt=0, description="overall deadline per attempt")
     owned_by: str = ""
+    api_version: str | None = Field(
+        None, description="Azure `api-version`; Anthropic `anthropic-version` (default 2023-06-01)"
+    )
+    region: str | None = Field(None, description="AWS region (Bedrock)")
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    drop_params: bool = Field(
+        True, description="drop request parameters the provider does not support (else 400)"
+    )
+    default_max_tokens: int = Field(
+        4096, ge=1, description="max_tokens sent when the client gives none and the API needs one"
+    )
 
     @field_validator("provider")
     @classmethod
@@ -116,9 +139,26 @@ class ModelDeployment(_Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+        if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ModelDeployment:
+        if not self.base_url:
+            default = DEFAULT_BASE_URLS.get(self.provider)
+            if default is None:
+                raise ValueError(f"provider {self.provider!r} needs a base_url")
+            if "{region}" in default:
+                if not self.region:
+                    raise ValueError(f"provider {self.provider!r} needs a region or a base_url")
+                default = default.format(region=self.region)
+            object.__setattr__(self, "base_url", default)
+        if self.provider == "azure" and not self.api_version:
+            raise ValueError("provider 'azure' needs api_version (for example 2024-10-21)")
+        if self.provider == "bedrock" and not self.region:
+            raise ValueError("provider 'bedrock' needs a region (used to sign requests)")
+        return self
 
     @model_validator(mode="after")
     def _deployment_name(self) -> ModelDeployment:

@@ -6,6 +6,10 @@ object, ``stream`` yields ``chat.completion.chunk`` objects. Adapters raise
 only ``services.runtime.errors.GatewayError`` subclasses; transport and
 provider errors are translated inside the adapter.
 
+``embed`` takes an OpenAI embeddings body and returns an OpenAI embeddings
+list object (``Completion.response``, usage in ``Completion.usage``); a provider
+without embeddings raises ``InvalidRequest``.
+
 Who closes what: ``stream`` is an async generator; the caller either exhausts
 it or closes it (``aclose``, or cancellation), and the adapter then closes the
 upstream connection.
@@ -56,3 +60,5 @@ class ProviderAdapter(Protocol):
     async def complete(self, call: UpstreamCall) -> Completion: ...
 
     def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]: ...
+
+    async def embed(self, call: UpstreamCall) -> Completion: ...

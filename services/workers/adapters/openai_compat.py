@@ -79,12 +79,25 @@ class OpenAICompatAdapter:
         if not finished:
             raise UpstreamProtocolError(f"deployment {dep} ended the stream before finishing")
 
-    @staticmethod
-    def _url(call: UpstreamCall) -> str:
-        return f"{call.deployment.base_url}/chat/completions"
+    async def embed(self, call: UpstreamCall) -> Completion:
+        dep = call.deployment.deployment
+        with translate_transport_errors(dep):
+            reply = await self._http.post(
+                self._url(call, "embeddings"), orjson.dumps(call.body), self._headers(call)
+            )
+        if reply.status >= 400:
+            raise error_from_response(dep, reply.status, reply.headers, reply.body)
+        data = _parse_object(dep, reply.body)
+        if not isinstance(data.get("data"), list):
+            raise UpstreamProtocolError(f"deployment {dep} answered without data")
+        return Completion(
+            response=data, usage=_usage(dep, data), finish_reason=None, raw=reply.body
+        )
 
-    @staticmethod
-    def _headers(call: UpstreamCall) -> dict[str, str]:
+    def _url(self, call: UpstreamCall, operation: str = "chat/completions") -> str:
+        return f"{call.deployment.base_url}/{operation}"
+
+    def _headers(self, call: UpstreamCall) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json"}
         if call.deployment.api_key is not None:
             headers["authorization"] = f"Bearer {call.deployment.api_key.get_secret_value()}"
