@@ -46,6 +46,10 @@ class ErrorInfo(BaseModel):
     retry_after: float | None = None
 
 
+Operation = Literal["chat", "embeddings"]
+"""What a request asks of the upstream: a chat completion or embeddings."""
+
+
 class InferenceRequest(BusMessage):
     """An accepted client request, published by the ingress."""
 
@@ -57,10 +61,13 @@ class InferenceRequest(BusMessage):
     key_id: str | None = None
     tenant: str | None = None
     model: str = Field(description="the gateway alias the client asked for")
+    operation: Operation = "chat"
     stream: bool = False
     include_usage: bool = False
     reply_subject: str = Field(description="core NATS subject for chunks and the terminal event")
-    body: dict[str, Any] = Field(description="the validated chat-completions request body")
+    body: dict[str, Any] = Field(
+        description="the validated OpenAI request body: chat completions, or embeddings"
+    )
 
 
 class RoutingView(BusMessage):

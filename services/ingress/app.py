@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from schemas import subjects as s
-from services.ingress import chat, meta
+from services.ingress import chat, embeddings, meta
 from services.ingress.context import IngressContext
 from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
@@ -55,6 +55,8 @@ def create_app(settings: Settings) -> FastPath:
     install_handlers(app)
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_route(path, chat.chat_completions, methods=["POST"])
+    for path in ("/v1/embeddings", "/embeddings"):
+        app.router.add_route(path, embeddings.create_embeddings, methods=["POST"])
     app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])
     app.router.add_route("/ready", meta.ready, methods=["GET"])

@@ -13,7 +13,13 @@ def estimate_text_tokens(text: str) -> int:
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Chat messages, or an embeddings ``input`` (a string or a list of strings)."""
     total = 0
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        return estimate_text_tokens(inputs)
+    if isinstance(inputs, list):
+        return sum(estimate_text_tokens(i) for i in inputs if isinstance(i, str))
     for message in body.get("messages") or ():
         if not isinstance(message, dict):
             continue

@@ -102,7 +102,9 @@ async def run_attempt(
         )
         try:
             async with asyncio.timeout(remaining):
-                if req.stream:
+                if req.operation == "embeddings":
+                    await _embed(call, adapter, send, progress, base)
+                elif req.stream:
                     await _stream(call, adapter, send, progress, base, req.include_usage)
                 else:
                     await _complete(call, adapter, send, progress, base)
@@ -132,6 +134,21 @@ async def _complete(
     payload = result.raw if result.raw is not None else orjson.dumps(result.response)
     meta = _meta("terminal", progress.seq, base, result.finish_reason, usage=result.usage)
     await send(meta, payload)
+
+
+async def _embed(
+    call: UpstreamCall,
+    adapter: ProviderAdapter,
+    send: SendReply,
+    progress: Progress,
+    base: _Origin,
+) -> None:
+    result = await adapter.embed(call)
+    progress.mark_output()
+    progress.usage = result.usage
+    progress.sent_output = True
+    payload = result.raw if result.raw is not None else orjson.dumps(result.response)
+    await send(_meta("terminal", progress.seq, base, usage=result.usage), payload)
 
 
 async def _stream(

@@ -1,0 +1,167 @@
+"""Hand one accepted request to the bus and wait for its first reply event.
+
+Every endpoint that runs inference (chat completions, embeddings, Anthropic
+messages) goes through :func:`exchange`: the reply subscription is registered
+before the request is published to JetStream, then the first event is awaited
+(with a lazily started watcher that cancels the handler when the client goes
+away).
+
+Who closes what: when the first event is terminal, or when ``exchange`` raises,
+the reply stream is already closed. When the first event is a chunk, the caller
+owns the open ``ReplyStream`` and must hand it to a streaming response, which
+closes it (see :mod:`services.ingress.sse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from schemas import subjects as s
+from schemas.bus import InferenceRequest, Operation
+from services.ingress.context import IngressContext
+from services.ingress.http_errors import JSON, error_response, gateway_error_response
+from services.ingress.replies import Reply, ReplyStream
+from services.runtime.errors import (
+    GatewayError,
+    ModelNotFound,
+    ServiceUnavailable,
+    UpstreamProtocolError,
+)
+
+log = logging.getLogger("igw.ingress")
+
+WATCH_AFTER_S = 0.05
+PUBLISH_TIMEOUTS_S = (1.0, 2.0, 4.0)
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def check_model(ctx: IngressContext, model: str) -> None:
+    if model not in ctx.aliases:
+        raise ModelNotFound(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+        )
+
+
+def new_request(
+    ctx: IngressContext,
+    request_id: str,
+    *,
+    model: str,
+    body: dict[str, Any],
+    stream: bool = False,
+    include_usage: bool = False,
+    operation: Operation = "chat",
+) -> InferenceRequest:
+    now = time.time()
+    return InferenceRequest(
+        request_id=request_id,
+        created_at=now,
+        deadline=now + ctx.settings.server.request_timeout_s,
+        model=model,
+        operation=operation,
+        stream=stream,
+        include_usage=include_usage,
+        reply_subject=ctx.mux.subject(request_id),
+        body=body,
+    )
+
+
+async def exchange(
+    request: Request, ctx: IngressContext, message: InferenceRequest
+) -> tuple[Reply, ReplyStream]:
+    """Publish ``message`` and return its first reply event (see the module docstring)."""
+    request_id = message.request_id
+    replies = ctx.mux.open(request_id, message.deadline)
+    handed_over = False
+    try:
+        await _publish(ctx, message)
+        first = await _first_event(request, replies)
+        handed_over = first.meta.kind != "terminal"
+        return first, replies
+    except GatewayError as exc:
+        ctx.cancel(request_id, "deadline" if exc.status == 504 else "error")
+        raise
+    except asyncio.CancelledError:
+        ctx.cancel(request_id, "client_disconnected")
+        raise
+    finally:
+        if not handed_over:
+            ctx.mux.close(request_id)
+
+
+def route_headers(first: Reply, headers: dict[str, str]) -> None:
+    if first.meta.provider:
+        headers["x-igw-provider"] = first.meta.provider
+        headers["x-igw-deployment"] = first.meta.deployment
+
+
+def terminal_response(first: Reply, headers: dict[str, str]) -> Response:
+    """The JSON answer (or OpenAI error) carried by a terminal first event."""
+    route_headers(first, headers)
+    if first.meta.error is not None:
+        return error_response(first.meta.error, headers)
+    if not first.payload:
+        error = UpstreamProtocolError("the upstream finished without an answer")
+        return gateway_error_response(error, headers)
+    return Response(first.payload, media_type=JSON, headers=headers)
+
+
+async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
+    """Store the request in JetStream.
+
+    A publish whose ack was lost is retried with the same ``Nats-Msg-Id``: if
+    the first one was stored, the retry is recognised as a duplicate and the
+    request still runs once.
+    """
+    payload = message.model_dump_json().encode()
+    subject = s.request_subject(message.priority)
+    last: Exception | None = None
+    for timeout in PUBLISH_TIMEOUTS_S:
+        try:
+            await ctx.js.publish(
+                subject, payload, timeout=timeout, headers={s.HEADER_MSG_ID: message.request_id}
+            )
+            return
+        except Exception as exc:  # no stream, no server, timeout: try again, then give up
+            last = exc
+    log.warning("could not publish %s: %s", message.request_id, last)
+    raise ServiceUnavailable("the gateway's message bus is unavailable; retry shortly")
+
+
+async def _first_event(request: Request, replies: ReplyStream) -> Reply:
+    """Wait for the first event, cancelling this handler if the client disconnects.
+
+    The disconnect watcher is only started when the first event is slow to
+    come, so a quick answer costs no extra task.
+    """
+    handler = asyncio.current_task()
+    assert handler is not None
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        handler.cancel()
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+    try:
+        return await replies.next()
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
