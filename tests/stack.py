@@ -73,6 +73,7 @@ class Stack:
             sim_model("sim-slow-first", "sim?ttft_ms=15000", p),
             sim_model("sim-3s", "sim?ttft_ms=3000", p),
             sim_model("sim-embed", "sim", p),
+            sim_model("sim-echo", "sim?echo=1&tokens=200", p),
             *self.extra_models,
         ]
         config: dict[str, Any] = {

@@ -1,7 +1,9 @@
-"""Relay a request's chunks to the client as OpenAI-style Server-Sent Events.
+"""Relay a request's chunks to the client as Server-Sent Events.
 
-Chunks are relayed as the worker sent them, without parsing. The stream ends
-with ``data: [DONE]`` after a clean finish. A failure after the first byte is
+A :class:`Renderer` decides how each event looks: :class:`OpenAIRenderer`
+relays chunks as the worker sent them, without parsing, and ends with
+``data: [DONE]`` after a clean finish; the Anthropic-compatible endpoint
+passes its own renderer. A failure after the first byte is
 sent as an ``{"error": ...}`` event (which OpenAI SDKs raise), never as a
 made-up ``finish_reason``. If the client goes away, the worker is told to stop
 the upstream call.
@@ -10,11 +12,12 @@ the upstream call.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import orjson
 from sse_starlette import EventSourceResponse
 
-from schemas.bus import ErrorInfo
+from schemas.bus import ErrorInfo, ReplyMeta
 from services.ingress.context import IngressContext
 from services.ingress.replies import Reply, ReplyStream
 from services.runtime.errors import GatewayError, UpstreamProtocolError, error_body
@@ -22,11 +25,37 @@ from services.runtime.errors import GatewayError, UpstreamProtocolError, error_b
 DONE = b"data: [DONE]\n\n"
 
 
+class Renderer(Protocol):
+    def chunk(self, payload: bytes) -> bytes: ...
+
+    def done(self, meta: ReplyMeta) -> bytes: ...
+
+    def error(self, info: ErrorInfo) -> bytes: ...
+
+
+class OpenAIRenderer:
+    def chunk(self, payload: bytes) -> bytes:
+        return _event(payload)
+
+    def done(self, meta: ReplyMeta) -> bytes:
+        return DONE
+
+    def error(self, info: ErrorInfo) -> bytes:
+        return _error_event(info)
+
+
+_OPENAI = OpenAIRenderer()
+
+
 def stream_response(
-    ctx: IngressContext, replies: ReplyStream, first: Reply, headers: dict[str, str]
+    ctx: IngressContext,
+    replies: ReplyStream,
+    first: Reply,
+    headers: dict[str, str],
+    render: Renderer = _OPENAI,
 ) -> EventSourceResponse:
     return EventSourceResponse(
-        _relay(ctx, replies, first), headers=headers, ping=15, send_timeout=30
+        _relay(ctx, replies, first, render), headers=headers, ping=15, send_timeout=30
     )
 
 
@@ -38,19 +67,21 @@ def _error_event(info: ErrorInfo) -> bytes:
     return _event(orjson.dumps(error_body(info).model_dump()))
 
 
-async def _relay(ctx: IngressContext, replies: ReplyStream, first: Reply) -> AsyncIterator[bytes]:
+async def _relay(
+    ctx: IngressContext, replies: ReplyStream, first: Reply, render: Renderer
+) -> AsyncIterator[bytes]:
     """Yield SSE bytes; events that are already queued go out in one write."""
     check = _Sequence(first)
     finished = False
     try:
-        yield _event(first.payload)
+        yield render.chunk(first.payload)
         while True:
             try:
                 reply = await replies.next()
             except GatewayError as exc:
                 ctx.cancel(replies.request_id, "deadline" if exc.status == 504 else "error")
                 finished = True
-                yield _error_event(exc.to_info())
+                yield render.error(exc.to_info())
                 return
             out: list[bytes] = []
             pending: Reply | None = reply
@@ -59,14 +90,14 @@ async def _relay(ctx: IngressContext, replies: ReplyStream, first: Reply) -> Asy
                 if not check.follows(reply):
                     ctx.cancel(replies.request_id, "stream_broken")
                     finished = True
-                    out.append(_error_event(LOST.to_info()))
+                    out.append(render.error(LOST.to_info()))
                     break
                 if reply.meta.kind == "terminal":
                     finished = True
                     error = reply.meta.error
-                    out.append(DONE if error is None else _error_event(error))
+                    out.append(render.done(reply.meta) if error is None else render.error(error))
                     break
-                out.append(_event(reply.payload))
+                out.append(render.chunk(reply.payload))
                 pending = replies.next_ready()
             yield b"".join(out)
             if finished:
