@@ -42,6 +42,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_models: list[dict[str, Any]] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
+    services: tuple[str, ...] = SERVICES
 
     @property
     def config_path(self) -> Path:
@@ -120,7 +121,7 @@ class Stack:
     def start_all(self) -> None:
         self.write_config()
         self.start_nats()
-        for name in SERVICES:
+        for name in self.services:
             self.start(name)
         self.wait_ready()
 
@@ -162,7 +163,7 @@ class Stack:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{self.log(n)}" for n in ("nats", *SERVICES))
+        return "\n".join(f"--- {n}\n{self.log(n)}" for n in ("nats", *self.services))
 
     def sim_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.sim_url}/_sim/stats", timeout=5).json()  # type: ignore[no-any-return]
