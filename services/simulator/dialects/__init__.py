@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from services.simulator.dialect import Dialect
 from services.simulator.dialects.azure import AzureDialect
+from services.simulator.dialects.ollama import OllamaDialect
 from services.simulator.dialects.openai import OpenAIDialect
 
-DIALECTS: tuple[Dialect, ...] = (OpenAIDialect(), AzureDialect())
+DIALECTS: tuple[Dialect, ...] = (
+    OpenAIDialect(),
+    AzureDialect(),
+    OllamaDialect(),
+)
 
 __all__ = ["DIALECTS"]
