@@ -12,13 +12,16 @@ import pytest
 
 from tests.stack import PRICE, Stack
 
-PROVIDERS = ("openai", "azure")
-EMBEDDING_PROVIDERS = ("openai", "azure")
+PROVIDERS = ("openai", "azure", "ollama")
+EMBEDDING_PROVIDERS = ("openai", "azure", "ollama")
+NO_TOOL_CHOICE = frozenset({"ollama"})
+"""Providers whose API cannot force a tool call: their tests use a model that decides to call."""
 ERROR_FAULTS = ("400", "401", "403", "404", "413", "429", "500", "503", "529")
 BEHAVIOURS = {
     "": "sim",
     "-echo": "sim?echo=1&tokens=400",
     "-cut": "sim?fault=cut&fault_after=2",
+    "-tools": "sim?tool_call=1",
     **{f"-e{code}": f"sim?fault={code}&retry_after=3" for code in ERROR_FAULTS},
 }
 

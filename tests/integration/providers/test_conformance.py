@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.integration.providers.conftest import EMBEDDING_PROVIDERS, PROVIDERS
+from tests.integration.providers.conftest import EMBEDDING_PROVIDERS, NO_TOOL_CHOICE, PROVIDERS
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,10 @@ ERRORS = {
 by_provider = pytest.mark.parametrize("provider", PROVIDERS)
 
 
+def tool_model(provider: str) -> str:
+    return f"{provider}-tools" if provider in NO_TOOL_CHOICE else provider
+
+
 @by_provider
 def test_plain_text(gateway: openai.OpenAI, provider: str) -> None:
     reply = gateway.chat.completions.create(model=provider, messages=USER)
@@ -85,7 +89,7 @@ def test_streamed_text_with_usage(gateway: openai.OpenAI, provider: str) -> None
 @by_provider
 def test_tool_call_non_streamed(gateway: openai.OpenAI, provider: str) -> None:
     reply = gateway.chat.completions.create(
-        model=provider, messages=USER, tools=TOOLS, tool_choice="required"
+        model=tool_model(provider), messages=USER, tools=TOOLS, tool_choice="required"
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -98,7 +102,7 @@ def test_tool_call_non_streamed(gateway: openai.OpenAI, provider: str) -> None:
 @by_provider
 def test_tool_call_streamed_arguments(gateway: openai.OpenAI, provider: str) -> None:
     stream = gateway.chat.completions.create(
-        model=provider,
+        model=tool_model(provider),
         messages=USER,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
