@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.simulator.dialect import Dialect
+from services.simulator.dialects.anthropic import AnthropicDialect
 from services.simulator.dialects.azure import AzureDialect
 from services.simulator.dialects.ollama import OllamaDialect
 from services.simulator.dialects.openai import OpenAIDialect
@@ -11,6 +12,7 @@ DIALECTS: tuple[Dialect, ...] = (
     OpenAIDialect(),
     AzureDialect(),
     OllamaDialect(),
+    AnthropicDialect(),
 )
 
 __all__ = ["DIALECTS"]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.stack import PRICE, Stack
 
-PROVIDERS = ("openai", "azure", "ollama")
+PROVIDERS = ("openai", "azure", "anthropic", "ollama")
 EMBEDDING_PROVIDERS = ("openai", "azure", "ollama")
 NO_TOOL_CHOICE = frozenset({"ollama"})
 """Providers whose API cannot force a tool call: their tests use a model that decides to call."""
