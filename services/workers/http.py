@@ -44,6 +44,11 @@ class StreamReply:
     async def read(self) -> bytes:
         return await self._response.read()
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive (for binary framings such as AWS event streams)."""
+        async for data in self._response.content.iter_any():
+            yield data
+
     async def lines(self) -> AsyncIterator[str]:
         async for raw in self._response.content:
             yield raw.decode("utf-8", "replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.simulator.dialect import Dialect
 from services.simulator.dialects.anthropic import AnthropicDialect
 from services.simulator.dialects.azure import AzureDialect
+from services.simulator.dialects.bedrock import BedrockDialect
 from services.simulator.dialects.ollama import OllamaDialect
 from services.simulator.dialects.openai import OpenAIDialect
 
@@ -13,6 +14,7 @@ DIALECTS: tuple[Dialect, ...] = (
     AzureDialect(),
     OllamaDialect(),
     AnthropicDialect(),
+    BedrockDialect(),
 )
 
 __all__ = ["DIALECTS"]

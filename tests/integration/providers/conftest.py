@@ -12,9 +12,11 @@ import pytest
 
 from tests.stack import PRICE, Stack
 
-PROVIDERS = ("openai", "azure", "anthropic", "ollama")
-EMBEDDING_PROVIDERS = ("openai", "azure", "ollama")
+PROVIDERS = ("openai", "azure", "anthropic", "bedrock", "ollama")
+EMBEDDING_PROVIDERS = ("openai", "azure", "bedrock", "ollama")
 NO_TOOL_CHOICE = frozenset({"ollama"})
+NO_RETRY_AFTER = frozenset({"bedrock"})
+"""Providers that send no retry delay with a rate-limit error."""
 """Providers whose API cannot force a tool call: their tests use a model that decides to call."""
 ERROR_FAULTS = ("400", "401", "403", "404", "413", "429", "500", "503", "529")
 BEHAVIOURS = {
