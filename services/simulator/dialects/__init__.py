@@ -6,6 +6,7 @@ from services.simulator.dialect import Dialect
 from services.simulator.dialects.anthropic import AnthropicDialect
 from services.simulator.dialects.azure import AzureDialect
 from services.simulator.dialects.bedrock import BedrockDialect
+from services.simulator.dialects.gemini import GeminiDialect
 from services.simulator.dialects.ollama import OllamaDialect
 from services.simulator.dialects.openai import OpenAIDialect
 
@@ -15,6 +16,7 @@ DIALECTS: tuple[Dialect, ...] = (
     OllamaDialect(),
     AnthropicDialect(),
     BedrockDialect(),
+    GeminiDialect(),
 )
 
 __all__ = ["DIALECTS"]

@@ -12,8 +12,8 @@ import pytest
 
 from tests.stack import PRICE, Stack
 
-PROVIDERS = ("openai", "azure", "anthropic", "bedrock", "ollama")
-EMBEDDING_PROVIDERS = ("openai", "azure", "bedrock", "ollama")
+PROVIDERS = ("openai", "azure", "anthropic", "gemini", "bedrock", "ollama")
+EMBEDDING_PROVIDERS = ("openai", "azure", "gemini", "bedrock", "ollama")
 NO_TOOL_CHOICE = frozenset({"ollama"})
 NO_RETRY_AFTER = frozenset({"bedrock"})
 """Providers that send no retry delay with a rate-limit error."""
