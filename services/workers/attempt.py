@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import orjson
 
@@ -65,6 +65,7 @@ class Progress:
     usage: Usage | None = None
     finish_reason: str | None = None
     sent_output: bool = False
+    usage_estimated: bool = False
 
     def mark_output(self) -> None:
         if self.first_output_mono is None:
@@ -160,8 +161,10 @@ async def _stream(
     include_usage: bool,
 ) -> None:
     events = adapter.stream(call)
+    last: dict[str, Any] | None = None
     try:
         async for event in events:
+            last = event.chunk
             if event.has_output:
                 progress.mark_output()
             if event.usage is not None:
@@ -178,6 +181,22 @@ async def _stream(
             progress.sent_output = True
     finally:
         await events.aclose()
+    if progress.usage is None and last is not None:
+        # The upstream sent no usage (some servers ignore stream_options): estimate it,
+        # so the client that asked for usage gets it and accounting flags the estimate.
+        progress.usage = Usage(
+            prompt_tokens=(prompt := estimate_prompt_tokens(call.body)),
+            completion_tokens=progress.output_chunks,
+            total_tokens=prompt + progress.output_chunks,
+        )
+        progress.usage_estimated = True
+        if include_usage:
+            chunk: dict[str, Any] = {
+                k: last[k] for k in ("id", "object", "created", "model") if k in last
+            }
+            chunk.update(choices=[], usage=progress.usage.model_dump(exclude_none=True))
+            await send(_meta("chunk", progress.seq, base), orjson.dumps(chunk))
+            progress.seq += 1
     meta = _meta("terminal", progress.seq, base, progress.finish_reason, usage=progress.usage)
     await send(meta, b"")
 
@@ -191,7 +210,7 @@ def usage_event(
 ) -> UsageEvent:
     req, route = item.request, item.route
     usage = progress.usage
-    estimated = usage is None and progress.output_chunks > 0
+    estimated = progress.usage_estimated or (usage is None and progress.output_chunks > 0)
     if usage is not None:
         prompt, completion, cached = (
             usage.prompt_tokens,

@@ -150,6 +150,29 @@ async def test_stream_forwards_usage_chunk_when_asked() -> None:
     assert orjson.loads(sink.payloads[2])["usage"]["completion_tokens"] == 3
 
 
+async def test_stream_without_upstream_usage_gets_an_estimated_usage_chunk() -> None:
+    events = [
+        StreamEvent(chunk("a"), has_output=True),
+        StreamEvent(chunk("b"), has_output=True),
+        StreamEvent(chunk(finish="stop"), finish_reason="stop"),
+    ]
+    sink = Sink()
+    usage = await run_attempt(
+        item(True, include_usage=True), DEPLOYMENT, Scripted(events), sink, Progress()
+    )
+    assert sink.kinds == ["chunk", "chunk", "chunk", "chunk", "terminal"]
+    added = orjson.loads(sink.payloads[3])
+    assert added["id"] == "c" and added["choices"] == []
+    assert added["usage"]["completion_tokens"] == 2 and added["usage"]["prompt_tokens"] > 0
+    assert sink.events[-1].usage is not None and sink.events[-1].usage.completion_tokens == 2
+    assert usage.usage_estimated and usage.completion_tokens == 2
+
+    quiet = Sink()  # not asked for: no extra chunk, still accounted as an estimate
+    usage = await run_attempt(item(True), DEPLOYMENT, Scripted(events), quiet, Progress())
+    assert quiet.kinds == ["chunk", "chunk", "chunk", "terminal"]
+    assert usage.usage_estimated and usage.completion_tokens == 2
+
+
 async def test_upstream_error_becomes_an_error_terminal_and_error_usage() -> None:
     sink = Sink()
     adapter = Scripted(fail=UpstreamRateLimited("slow down", retry_after=3))
