@@ -34,6 +34,7 @@ from services.runtime.errors import (
 from services.workers.adapters import anthropic_mapping as mapping
 from services.workers.http import UpstreamHTTP
 from services.workers.openai_shapes import ChunkBuilder
+from services.workers.parsing import parse_object
 from services.workers.protocol import Completion, StreamEvent, UpstreamCall
 from services.workers.registry import register
 from services.workers.sse import SSEMessage, read_events
@@ -44,16 +45,6 @@ from services.workers.upstream_errors import (
 )
 
 DEFAULT_VERSION: Final = "2023-06-01"
-
-
-def _parse_object(dep: str, raw: bytes | str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"deployment {dep} sent a body that is not JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamProtocolError(f"deployment {dep} sent JSON that is not an object")
-    return data
 
 
 def _http_error(dep: str, status: int, headers: Any, body: bytes) -> GatewayError:
@@ -84,7 +75,7 @@ class StreamTranslator:
         self.done = False
 
     def feed(self, message: SSEMessage) -> Iterator[StreamEvent]:
-        data = _parse_object(self._dep, message.data)
+        data = parse_object(self._dep, message.data)
         kind = data.get("type") or message.event
         if kind == "error":
             raise stream_error(self._dep, data)
@@ -172,7 +163,7 @@ class AnthropicAdapter:
             reply = await self._http.post(self._url(call), orjson.dumps(body), self._headers(call))
         if reply.status >= 400:
             raise _http_error(dep, reply.status, reply.headers, reply.body)
-        data = _parse_object(dep, reply.body)
+        data = parse_object(dep, reply.body)
         if data.get("type") == "error":
             raise _http_error(dep, reply.status, reply.headers, reply.body)
         if data.get("type") != "message" or not isinstance(data.get("content"), list):

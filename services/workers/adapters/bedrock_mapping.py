@@ -56,6 +56,7 @@ from services.runtime.errors import (
 from services.runtime.settings import ModelDeployment
 from services.workers import openai_shapes
 from services.workers.params import apply_policy
+from services.workers.parsing import text_of
 from services.workers.protocol import Completion
 from services.workers.upstream_errors import parse_retry_after
 
@@ -98,21 +99,6 @@ _FAILED: Final = frozenset(
 # -- requests ----------------------------------------------------------------------------------
 
 
-def _text(content: Any, param: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or an array of parts", param=param)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise InvalidRequest(
-                f"'{param}[{j}]' must be a text part for this role", param=f"{param}[{j}]"
-            )
-        texts.append(str(part.get("text") or part.get("refusal") or ""))
-    return "\n".join(texts)
-
-
 def _image(part: dict[str, Any], param: str) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
@@ -143,7 +129,7 @@ def _image(part: dict[str, Any], param: str) -> dict[str, Any]:
 
 def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
-        text = _text(content, param)
+        text = text_of(content, param)
         return [{"text": text}] if text else []
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
@@ -162,7 +148,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 
 def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
-    text = _text(message.get("content"), f"{param}.content")
+    text = text_of(message.get("content"), f"{param}.content")
     blocks: list[dict[str, Any]] = [{"text": text}] if text else []
     for k, call in enumerate(message.get("tool_calls") or []):
         where = f"{param}.tool_calls[{k}]"
@@ -196,7 +182,7 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         param = f"messages[{i}]"
         role = message.get("role") if isinstance(message, dict) else None
         if role in ("system", "developer"):
-            text = _text(message.get("content"), f"{param}.content")
+            text = text_of(message.get("content"), f"{param}.content")
             if text:
                 system.append({"text": text})
             continue
@@ -205,7 +191,7 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         elif role == "assistant":
             blocks = _assistant_blocks(message, param)
         elif role == "tool":
-            result = {"text": _text(message.get("content"), f"{param}.content")}
+            result = {"text": text_of(message.get("content"), f"{param}.content")}
             tool_use_id = str(message.get("tool_call_id"))
             blocks = [{"toolResult": {"toolUseId": tool_use_id, "content": [result]}}]
         else:

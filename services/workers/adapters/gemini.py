@@ -43,6 +43,7 @@ from services.workers import openai_shapes
 from services.workers.adapters import gemini_mapping as mapping
 from services.workers.http import UpstreamHTTP
 from services.workers.openai_shapes import ChunkBuilder
+from services.workers.parsing import parse_object
 from services.workers.protocol import Completion, StreamEvent, UpstreamCall
 from services.workers.registry import register
 from services.workers.sse import read_events
@@ -229,16 +230,6 @@ class StreamTranslator:
         return self._chunks.usage(totals)
 
 
-def _parse_object(dep: str, raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"deployment {dep} sent a body that is not JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamProtocolError(f"deployment {dep} sent JSON that is not an object")
-    return data
-
-
 def embeddings(dep: str, data: dict[str, Any], body: dict[str, Any]) -> Completion:
     """A ``batchEmbedContents`` answer as an OpenAI embeddings list."""
     items = data.get("embeddings")
@@ -299,7 +290,7 @@ class GeminiAdapter:
                     raw = await response.read()
                     raise mapping.http_error(dep, response.status, response.headers, raw)
                 async for message in read_events(response.lines()):
-                    data = _parse_object(dep, message.data.encode())
+                    data = parse_object(dep, message.data.encode())
                     if "error" in data:
                         raise error_from_stream_payload(dep, data)
                     for event in translator.feed(data):
@@ -321,7 +312,7 @@ class GeminiAdapter:
             )
         if reply.status >= 400:
             raise mapping.http_error(dep, reply.status, reply.headers, reply.body)
-        return _parse_object(dep, reply.body)
+        return parse_object(dep, reply.body)
 
     def _model(self, call: UpstreamCall) -> str:
         return mapping.model_name(call.body, call.deployment)

@@ -61,6 +61,7 @@ from services.runtime.errors import (
 )
 from services.runtime.settings import ModelDeployment
 from services.workers.params import apply_policy
+from services.workers.parsing import text_of
 from services.workers.upstream_errors import parse_retry_after
 
 CHAT_PARAMS: Final = frozenset(
@@ -108,21 +109,6 @@ def _supported(body: dict[str, Any], stream: bool) -> frozenset[str]:
     return CHAT_PARAMS | extra
 
 
-def _text(content: Any, param: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or an array of parts", param=param)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise InvalidRequest(
-                f"'{param}[{j}]' must be a text part for this role", param=f"{param}[{j}]"
-            )
-        texts.append(str(part.get("text") or part.get("refusal") or ""))
-    return "\n".join(texts)
-
-
 def _inline(url: str, param: str) -> dict[str, Any]:
     header, sep, data = url.partition(",")
     if not sep or not header.endswith(";base64"):
@@ -165,7 +151,7 @@ def _media(part: dict[str, Any], param: str) -> dict[str, Any]:
 
 def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
-        text = _text(content, param)
+        text = text_of(content, param)
         return [{"text": text}] if text else []
     parts = []
     for j, part in enumerate(content):
@@ -210,7 +196,7 @@ def _response_part(message: dict[str, Any], i: int, names: dict[str, str]) -> di
             f"'messages[{i}].tool_call_id' {call_id!r} answers no earlier assistant tool call",
             param=f"messages[{i}].tool_call_id",
         )
-    text = _text(message.get("content"), f"messages[{i}].content")
+    text = text_of(message.get("content"), f"messages[{i}].content")
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -233,11 +219,11 @@ def contents(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str,
         role = message.get("role")
         param = f"messages[{i}].content"
         if role in ("system", "developer"):
-            system.append({"text": _text(message.get("content"), param)})
+            system.append({"text": text_of(message.get("content"), param)})
         elif role == "user":
             turns.append(("user", _user_parts(message.get("content"), param)))
         elif role == "assistant":
-            text = _text(message.get("content"), param)
+            text = text_of(message.get("content"), param)
             parts = [{"text": text}] if text else []
             turns.append(("model", parts + _call_parts(message, f"messages[{i}]", names)))
         elif role == "tool":

@@ -45,6 +45,7 @@ from services.runtime.settings import ModelDeployment
 from services.workers import openai_shapes
 from services.workers.openai_shapes import ChunkBuilder
 from services.workers.params import apply_policy
+from services.workers.parsing import text_of
 from services.workers.protocol import Completion, StreamEvent
 from services.workers.upstream_errors import error_from_response
 
@@ -78,21 +79,6 @@ def _supported(body: dict[str, Any]) -> frozenset[str]:
     return CHAT_PARAMS | extra
 
 
-def _text(content: Any, param: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or an array of parts", param=param)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise InvalidRequest(
-                f"'{param}[{j}]' must be a text part for this role", param=f"{param}[{j}]"
-            )
-        texts.append(str(part.get("text") or part.get("refusal") or ""))
-    return "\n".join(texts)
-
-
 def _image(part: dict[str, Any], param: str) -> str:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
@@ -112,7 +98,7 @@ def _image(part: dict[str, Any], param: str) -> str:
 def _user(message: dict[str, Any], param: str) -> dict[str, Any]:
     content = message.get("content")
     if not isinstance(content, list):
-        return {"role": "user", "content": _text(content, param)}
+        return {"role": "user", "content": text_of(content, param)}
     texts: list[str] = []
     images: list[str] = []
     for j, part in enumerate(content):
@@ -133,7 +119,7 @@ def _user(message: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def _assistant(message: dict[str, Any], base: str, names: dict[str, str]) -> dict[str, Any]:
-    content = _text(message.get("content"), f"{base}.content")
+    content = text_of(message.get("content"), f"{base}.content")
     out: dict[str, Any] = {"role": "assistant", "content": content}
     calls = []
     for j, call in enumerate(message.get("tool_calls") or []):
@@ -170,13 +156,16 @@ def messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         role = message.get("role")
         param = f"messages[{i}].content"
         if role in ("system", "developer"):
-            out.append({"role": "system", "content": _text(message.get("content"), param)})
+            out.append({"role": "system", "content": text_of(message.get("content"), param)})
         elif role == "user":
             out.append(_user(message, param))
         elif role == "assistant":
             out.append(_assistant(message, f"messages[{i}]", names))
         elif role == "tool":
-            tool: dict[str, Any] = {"role": "tool", "content": _text(message.get("content"), param)}
+            tool: dict[str, Any] = {
+                "role": "tool",
+                "content": text_of(message.get("content"), param),
+            }
             name = names.get(str(message.get("tool_call_id")))
             if name is not None:
                 tool["tool_name"] = name

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from schemas.openai_chat import Usage
 from services.runtime.errors import UpstreamProtocolError
 from services.workers.http import UpstreamHTTP
+from services.workers.parsing import parse_object
 from services.workers.protocol import Completion, StreamEvent, UpstreamCall
 from services.workers.registry import register
 from services.workers.sse import read_events
@@ -41,7 +42,7 @@ class OpenAICompatAdapter:
             )
         if reply.status >= 400:
             raise error_from_response(dep, reply.status, reply.headers, reply.body)
-        data = _parse_object(dep, reply.body)
+        data = parse_object(dep, reply.body)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UpstreamProtocolError(f"deployment {dep} answered without choices")
@@ -70,7 +71,7 @@ class OpenAICompatAdapter:
                         done = True
                         continue
                     raw = message.data.encode()
-                    chunk = _parse_object(dep, raw)
+                    chunk = parse_object(dep, raw)
                     if "error" in chunk:
                         raise error_from_stream_payload(dep, chunk)
                     event = _stream_event(dep, chunk, raw)
@@ -87,7 +88,7 @@ class OpenAICompatAdapter:
             )
         if reply.status >= 400:
             raise error_from_response(dep, reply.status, reply.headers, reply.body)
-        data = _parse_object(dep, reply.body)
+        data = parse_object(dep, reply.body)
         if not isinstance(data.get("data"), list):
             raise UpstreamProtocolError(f"deployment {dep} answered without data")
         return Completion(
@@ -119,16 +120,6 @@ def _stream_event(dep: str, chunk: dict[str, Any], raw: bytes) -> StreamEvent:
     return StreamEvent(
         chunk=chunk, usage=_usage(dep, chunk), finish_reason=finish, has_output=has_output, raw=raw
     )
-
-
-def _parse_object(dep: str, raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"deployment {dep} sent a body that is not JSON") from None
-    if not isinstance(data, dict):
-        raise UpstreamProtocolError(f"deployment {dep} sent JSON that is not an object")
-    return data
 
 
 def _usage(dep: str, data: dict[str, Any]) -> Usage | None:
