@@ -65,6 +65,10 @@ class InferenceRequest(BusMessage):
     stream: bool = False
     include_usage: bool = False
     reply_subject: str = Field(description="core NATS subject for chunks and the terminal event")
+    tried: list[str] = Field(
+        default_factory=list, description="deployments of earlier attempts, in order"
+    )
+    last_error: ErrorInfo | None = Field(None, description="why the previous attempt failed")
     body: dict[str, Any] = Field(
         description="the validated OpenAI request body: chat completions, or embeddings"
     )
@@ -78,6 +82,9 @@ class RoutingView(BusMessage):
     attempt: int = 1
     priority: Priority = "interactive"
     reply_subject: str
+    deadline: float = 0.0
+    tried: list[str] = Field(default_factory=list)
+    last_error: ErrorInfo | None = None
 
 
 class RouteDecision(BaseModel):

@@ -86,6 +86,11 @@ def attempt_msg_id(request_id: str, attempt: int) -> str:
     return f"{request_id}:{attempt}"
 
 
+def retry_msg_id(request_id: str, attempt: int) -> str:
+    """``Nats-Msg-Id`` of a request handed back for attempt ``attempt`` (stored once)."""
+    return f"{request_id}:retry:{attempt}"
+
+
 def attempt_key(request_id: str, attempt: int) -> str:
     return f"{request_id}.{attempt}"
 

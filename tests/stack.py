@@ -75,6 +75,11 @@ class Stack:
             sim_model("sim-3s", "sim?ttft_ms=3000", p),
             sim_model("sim-embed", "sim", p),
             sim_model("sim-echo", "sim?echo=1&tokens=200", p),
+            # routing: a group whose first deployment fails, a fallback, a transient 429
+            sim_model("sim-group", "sim?fault=500", p, deployment="group-bad"),
+            sim_model("sim-group", "sim", p, deployment="group-good"),
+            sim_model("sim-fallback", "sim?fault=503", p),
+            sim_model("sim-retry", "sim?fault=429&retry_after=0.3&fault_times=1", p),
             *self.extra_models,
         ]
         config: dict[str, Any] = {
@@ -85,6 +90,13 @@ class Stack:
             "clickhouse": {"batch_size": 50, "flush_interval_ms": 100},
             "bus": {"usage_ack_wait_s": 3, "work_ack_wait_s": 2},
             "logging": {"level": "INFO"},
+            "routing": {
+                "aliases": {
+                    "sim-group": {"strategy": "ordered"},
+                    "sim-fallback": {"fallbacks": ["sim-echo"]},
+                    "sim-retry": {"retries": 1},
+                }
+            },
             "models": models,
         }
         for section, values in self.overrides.items():

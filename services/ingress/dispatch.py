@@ -104,6 +104,7 @@ def route_headers(first: Reply, headers: dict[str, str]) -> None:
     if first.meta.provider:
         headers["x-igw-provider"] = first.meta.provider
         headers["x-igw-deployment"] = first.meta.deployment
+    headers["x-igw-attempts"] = str(first.meta.attempt)
 
 
 def terminal_response(first: Reply, headers: dict[str, str]) -> Response:

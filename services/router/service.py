@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from schemas import subjects as s
 from schemas.bus import ReplyMeta, RoutingView, work_item_json
-from services.router.decide import RoutingTable, decide
+from services.router.decide import NoRoute, RoutingTable, decide
 from services.runtime.bus import connect
 from services.runtime.consumers import PushConsumer, consume
 from services.runtime.errors import GatewayError
@@ -38,7 +38,7 @@ log = logging.getLogger("igw.router")
 class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.table = RoutingTable(settings.models)
+        self.table = RoutingTable(settings.models, settings.routing)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,21 +87,30 @@ class Router:
             await msg.term()
             return
         try:
-            route = decide(request, self.table)
-        except GatewayError as exc:
+            decision = decide(request, self.table)
+        except (GatewayError, NoRoute) as exc:
+            error = exc.error if isinstance(exc, NoRoute) else exc.to_info()
+            tried = request.tried[-1] if request.tried else ""
+            deployment = self.settings.deployment(tried) if tried else None
             meta = ReplyMeta(
                 kind="terminal",
                 request_id=request.request_id,
-                attempt=request.attempt,
+                attempt=max(1, request.attempt - 1),
                 seq=0,
-                provider="",
-                deployment="",
-                error=exc.to_info(),
+                provider=deployment.provider if deployment else "",
+                deployment=tried,
+                error=error,
             )
             headers = {s.HEADER_REPLY: meta.model_dump_json()}
             await self._nc.publish(request.reply_subject, b"", headers=headers)
             await msg.ack()
             return
+        route = decision.route
+        if decision.delay_s > 0:
+            log.info(
+                "retrying %s on %s in %.2fs", request.request_id, route.deployment, decision.delay_s
+            )
+            await _wait_holding(msg, decision.delay_s)
         try:
             await self._js.publish(
                 route.subject,
@@ -118,3 +127,12 @@ class Router:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _wait_holding(msg: Msg, seconds: float) -> None:
+    """Sleep, telling JetStream the message is in hand so it is not redelivered meanwhile."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+        await asyncio.sleep(min(left, 3.0))

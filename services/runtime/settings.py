@@ -127,6 +127,7 @@ class ModelDeployment(_Section):
     default_max_tokens: int = Field(
         4096, ge=1, description="max_tokens sent when the client gives none and the API needs one"
     )
+    weight: float = Field(1.0, gt=0, description="share of its alias's traffic (weighted)")
 
     @field_validator("provider")
     @classmethod
@@ -169,6 +170,36 @@ class ModelDeployment(_Section):
         return self
 
 
+class AliasRouting(_Section):
+    """How one alias chooses among its deployments and where it falls back."""
+
+    strategy: Literal["weighted", "ordered", "lowest_cost"] = "weighted"
+    fallbacks: list[str] = Field(
+        default_factory=list, description="aliases tried, in order, when this one's fail"
+    )
+    retries: int = Field(
+        0, ge=0, le=10, description="extra attempts on the same deployments, with backoff"
+    )
+
+
+class RoutingSettings(_Section):
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="attempts per request, fallbacks and retries included"
+    )
+    backoff_base_s: float = Field(0.25, ge=0, description="first retry delay; doubles, jittered")
+    backoff_max_s: float = Field(8.0, ge=0)
+    retry_after_max_s: float = Field(
+        10.0, ge=0, description="a longer Retry-After goes to the client instead of waiting"
+    )
+    aliases: dict[str, AliasRouting] = Field(default_factory=dict)
+
+    def for_alias(self, alias: str) -> AliasRouting:
+        return self.aliases.get(alias) or _DEFAULT_ROUTING
+
+
+_DEFAULT_ROUTING = AliasRouting()
+
+
 class Settings(_Section):
     data_dir: Path = Path(".igw")
     server: ServerSettings = ServerSettings()
@@ -178,6 +209,7 @@ class Settings(_Section):
     simulator: SimulatorSettings = SimulatorSettings()
     workers: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
+    routing: RoutingSettings = RoutingSettings()
     models: list[ModelDeployment] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -187,6 +219,11 @@ class Settings(_Section):
             if model.deployment in seen:
                 raise ValueError(f"deployment name {model.deployment!r} is used twice")
             seen.add(model.deployment)
+        aliases = {m.alias for m in self.models}
+        for alias, rules in self.routing.aliases.items():
+            for name in (alias, *rules.fallbacks):
+                if name not in aliases:
+                    raise ValueError(f"routing.aliases.{alias}: {name!r} is not a model alias")
         return self
 
     @property

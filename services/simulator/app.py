@@ -33,6 +33,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from random import getrandbits
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
@@ -230,6 +231,7 @@ class SimulatorApp:
 
     def __init__(self) -> None:
         self.stats = Stats()
+        self._fault_counts: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -260,6 +262,7 @@ class SimulatorApp:
                 await self._wait(scope, receive, send)
             elif method == "POST" and path == "/_sim/reset":
                 self.stats.reset()
+                self._fault_counts.clear()
                 await _send_json(send, 200, orjson.dumps(self.stats.snapshot()))
             else:
                 await _send_not_found(send, method, path)
@@ -304,6 +307,15 @@ class SimulatorApp:
             waiter.cancel()
             client.close()
         await _send_json(send, 200 if reached else 408, orjson.dumps(self.stats.snapshot()))
+
+    def _transient(self, behaviour: Behaviour) -> Behaviour:
+        """``fault_times=N``: the fault applies to the first N requests of this model string."""
+        if behaviour.fault_times is None or behaviour.fault == "none":
+            return behaviour
+        key = repr(behaviour)
+        seen = self._fault_counts.get(key, 0) + 1
+        self._fault_counts[key] = seen
+        return behaviour if seen <= behaviour.fault_times else replace(behaviour, fault="none")
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -378,7 +390,7 @@ class SimulatorApp:
         stats.last_request = payload
         try:
             request = dialect.parse_chat(call, payload)
-            behaviour = parse_behaviour(request.model, request.header_behaviour)
+            behaviour = self._transient(parse_behaviour(request.model, request.header_behaviour))
             if behaviour.fault not in ERROR_FAULTS:
                 answer = plan(request, behaviour)
         except BehaviourError as exc:

@@ -31,6 +31,8 @@ tool_call      bool     ``1``/``true`` forces a tool call to the first (or named
 echo           bool     answer with the conversation as the simulator understood it
                         (see :func:`services.simulator.engine.echo_text`)
 cached_tokens  int      report this many prompt tokens as read from a prompt cache
+fault_times    int      inject the fault only into the first N requests with this exact
+                        model string (then answer normally): a transient failure
 =============  =======  =======================================================================
 """
 
@@ -67,7 +69,7 @@ DEFAULT_MODEL: Final = "sim"
 DEFAULT_FAULT_AFTER: Final = 2
 
 _FLOAT_KEYS: Final = frozenset({"ttft_ms", "itl_ms", "retry_after", "stall_ms"})
-_INT_KEYS: Final = frozenset({"tokens", "fault_after", "cached_tokens"})
+_INT_KEYS: Final = frozenset({"tokens", "fault_after", "cached_tokens", "fault_times"})
 KEYS: Final[tuple[str, ...]] = (
     "ttft_ms",
     "itl_ms",
@@ -79,6 +81,7 @@ KEYS: Final[tuple[str, ...]] = (
     "tool_call",
     "echo",
     "cached_tokens",
+    "fault_times",
 )
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -108,6 +111,7 @@ class Behaviour:
     tool_call: bool = False
     echo: bool = False
     cached_tokens: int = 0
+    fault_times: int | None = None
 
     @property
     def stream_fault_after(self) -> int:
@@ -203,6 +207,7 @@ def _parse(model: str, header: str | None) -> Behaviour:
         tool_call=flags.get("tool_call", False),
         echo=flags.get("echo", False),
         cached_tokens=ints.get("cached_tokens", 0),
+        fault_times=ints.get("fault_times"),
     )
 
 

@@ -27,6 +27,8 @@ from services.workers.body import upstream_body
 from services.workers.protocol import ProviderAdapter, UpstreamCall
 
 SendReply = Callable[[ReplyMeta, bytes], Awaitable[None]]
+Retry = Callable[[ErrorInfo], Awaitable[bool]]
+"""Hand a failed attempt back for another one; True if it was (see ``run_attempt``)."""
 
 # Chunks published before yielding to the event loop, so the NATS client
 # writes them at once: the role chunk and the first token decide time to
@@ -80,7 +82,11 @@ async def run_attempt(
     send: SendReply,
     progress: Progress,
     delivery: int = 1,
+    retry: Retry | None = None,
 ) -> UsageEvent:
+    """Run one attempt. A retryable failure before anything reached the client is
+    offered to ``retry`` first; when it takes it, the client hears nothing of this
+    attempt (the next one answers) and only the usage event records the failure."""
     req, route = item.request, item.route
     remaining = req.deadline - time.time()
     if deployment.timeout_s is not None:
@@ -115,6 +121,8 @@ async def run_attempt(
             ) from None
     except GatewayError as exc:
         info = exc.to_info()
+        if retry is not None and exc.retryable and not progress.sent_output and await retry(info):
+            return usage_event(item, deployment, progress, "error", info)
         await send(_meta("terminal", progress.seq, base, error=info), b"")
         return usage_event(item, deployment, progress, "error", info)
     return usage_event(item, deployment, progress, "ok", None)

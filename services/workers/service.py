@@ -29,7 +29,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import Cancel, ReplyMeta, UsageEvent, WorkItem
+from schemas.bus import Cancel, ErrorInfo, ReplyMeta, UsageEvent, WorkItem
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.consumers import PushConsumer, consume
 from services.runtime.errors import ServiceUnavailable
@@ -164,7 +164,15 @@ class Worker:
         flight = InFlight(msg=msg, task=task)
         self._inflight[req.request_id] = flight
         try:
-            usage = await run_attempt(item, deployment, self._adapter, send, progress, delivery)
+            usage = await run_attempt(
+                item,
+                deployment,
+                self._adapter,
+                send,
+                progress,
+                delivery,
+                retry=lambda info: self._retry(item, info),
+            )
         except asyncio.CancelledError:
             if not flight.cancelled_by_client:
                 raise  # shutting down: leave the message unacked for redelivery
@@ -173,6 +181,38 @@ class Worker:
         finally:
             self._inflight.pop(req.request_id, None)
         await self._finish(msg, usage)
+
+    async def _retry(self, item: WorkItem, error: ErrorInfo) -> bool:
+        """Republish a request whose attempt failed before its first byte, for the router
+        to route again (another deployment, a fallback, or a retry after backoff); the
+        router answers the client with ``error`` when nothing is left. False: the caller
+        reports the error itself."""
+        assert self._js is not None
+        routing, req, attempt = self.settings.routing, item.request, item.route.attempt
+        if attempt >= routing.max_attempts or req.request_id in self._recent_cancels:
+            return False
+        if error.retry_after is not None and error.retry_after > routing.retry_after_max_s:
+            return False
+        if time.time() >= req.deadline:
+            return False
+        again = req.model_copy(
+            update={
+                "attempt": attempt + 1,
+                "tried": [*req.tried, item.route.deployment],
+                "last_error": error,
+            }
+        )
+        try:
+            await self._js.publish(
+                s.request_subject(req.priority),
+                again.model_dump_json().encode(),
+                headers={s.HEADER_MSG_ID: s.retry_msg_id(req.request_id, attempt + 1)},
+                timeout=5.0,
+            )
+        except Exception as exc:  # the bus is unavailable: the client gets this error now
+            log.warning("could not hand %s back for another attempt: %s", req.request_id, exc)
+            return False
+        return True
 
     async def _finish(self, msg: Msg, usage: UsageEvent) -> None:
         """Store the usage event, mark the attempt finished, then ack.

@@ -1,46 +1,118 @@
 from __future__ import annotations
 
+import random
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
 import pytest
 
-from schemas.bus import RoutingView
-from services.router.decide import RoutingTable, decide
+from schemas.bus import ErrorInfo, RoutingView
+from services.router.decide import NoRoute, RoutingTable, backoff_s, decide
 from services.runtime.errors import ModelNotFound
-from services.runtime.settings import ModelDeployment
+from services.runtime.settings import AliasRouting, ModelDeployment, Price, RoutingSettings
+
+ERROR = ErrorInfo(status=502, type="upstream_error", message="boom", retryable=True)
 
 
-def request(model: str, attempt: int = 1) -> RoutingView:
+def request(model: str, attempt: int = 1, **extra: Any) -> RoutingView:
     return RoutingView(
-        request_id="req_1", model=model, attempt=attempt, reply_subject="igw.chunks.x.req_1"
+        request_id="req_1",
+        model=model,
+        attempt=attempt,
+        reply_subject="igw.chunks.x.req_1",
+        **extra,
     )
 
 
-TABLE = RoutingTable(
-    [
-        ModelDeployment(alias="fast", provider="openai", base_url="http://a/v1", model="m-1"),
-        ModelDeployment(
-            alias="fast",
-            provider="openai",
-            deployment="fast-b",
-            base_url="http://b/v1",
-            model="m-2",
-        ),
-        ModelDeployment(alias="smart", provider="openai", base_url="http://c/v1", model="m-3"),
+def dep(alias: str, name: str, price: int = 1, weight: float = 1.0) -> ModelDeployment:
+    return ModelDeployment(
+        alias=alias,
+        provider="openai",
+        deployment=name,
+        base_url=f"http://{name}/v1",
+        model=f"m-{name}",
+        price=Price(input_per_mtok=Decimal(price), output_per_mtok=Decimal(price)),
+        weight=weight,
+    )
+
+
+def table(**aliases: AliasRouting) -> RoutingTable:
+    models = [
+        dep("fast", "fast-a", price=3, weight=3),
+        dep("fast", "fast-b", price=1, weight=1),
+        dep("smart", "smart"),
+        dep("backup", "backup"),
     ]
-)
+    return RoutingTable(models, RoutingSettings(max_attempts=4, aliases=aliases))
 
 
 def test_alias_routes_to_its_deployment_subject() -> None:
-    route = decide(request("smart", attempt=2), TABLE)
-    assert (route.provider, route.deployment, route.upstream_model) == ("openai", "smart", "m-3")
+    route = decide(request("smart"), table()).route
+    assert (route.provider, route.deployment, route.upstream_model) == (
+        "openai",
+        "smart",
+        "m-smart",
+    )
     assert route.subject == "igw.work.openai.smart"
-    assert route.attempt == 2
+    assert route.attempt == 1
 
 
-def test_first_deployment_of_an_alias_wins_until_groups_exist() -> None:
-    assert decide(request("fast"), TABLE).deployment == "fast"
+def test_strategies() -> None:
+    rng = random.Random(7)
+    weighted = Counter(decide(request("fast"), table(), rng).route.deployment for _ in range(400))
+    assert 250 < weighted["fast-a"] < 350  # weight 3 of 4
+    ordered = table(fast=AliasRouting(strategy="ordered"))
+    assert decide(request("fast"), ordered).route.deployment == "fast-a"
+    cheapest = table(fast=AliasRouting(strategy="lowest_cost"))
+    assert decide(request("fast"), cheapest).route.deployment == "fast-b"
+
+
+def test_later_attempts_try_the_group_then_the_fallback_chain() -> None:
+    t = table(fast=AliasRouting(fallbacks=["smart"]), smart=AliasRouting(fallbacks=["backup"]))
+    second = decide(request("fast", 2, tried=["fast-a"], last_error=ERROR), t)
+    assert second.route.deployment == "fast-b" and second.delay_s == 0
+    third = decide(request("fast", 3, tried=["fast-a", "fast-b"], last_error=ERROR), t)
+    assert third.route.deployment == "smart" and third.route.reason == "fallback to smart"
+    fourth = decide(request("fast", 4, tried=["fast-a", "fast-b", "smart"], last_error=ERROR), t)
+    assert fourth.route.deployment == "backup"
+
+
+def test_fallback_loops_end() -> None:
+    t = table(smart=AliasRouting(fallbacks=["backup"]), backup=AliasRouting(fallbacks=["smart"]))
+    assert t.chain("smart") == ["smart", "backup"]
+    with pytest.raises(NoRoute) as caught:
+        decide(request("smart", 3, tried=["smart", "backup"], last_error=ERROR), t)
+    assert caught.value.error == ERROR
+
+
+def test_retries_on_the_same_deployment_back_off_and_honour_retry_after() -> None:
+    t = table(smart=AliasRouting(retries=1))
+    limited = ERROR.model_copy(update={"retry_after": 2.5})
+    again = decide(request("smart", 2, tried=["smart"], last_error=limited), t)
+    assert again.route.deployment == "smart" and again.delay_s == 2.5
+    with pytest.raises(NoRoute):
+        decide(request("smart", 3, tried=["smart", "smart"], last_error=ERROR), t)
+
+
+def test_no_retry_past_the_deadline_or_the_attempt_budget() -> None:
+    t = table(smart=AliasRouting(retries=3))
+    late = request("smart", 2, tried=["smart"], last_error=ERROR, deadline=100.0)
+    with pytest.raises(NoRoute):
+        decide(late, t, now=lambda: 99.99)
+    with pytest.raises(NoRoute):
+        decide(request("smart", 5, tried=["smart"] * 4, last_error=ERROR), t)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    routing = RoutingSettings(backoff_base_s=0.5, backoff_max_s=2.0)
+    rng = random.Random(1)
+    first = backoff_s(1, routing, None, rng)
+    assert 0.25 <= first <= 0.5
+    assert 1.0 <= backoff_s(5, routing, None, rng) <= 2.0
 
 
 def test_unknown_alias() -> None:
     with pytest.raises(ModelNotFound):
-        decide(request("nope"), TABLE)
-    assert TABLE.aliases() == ["fast", "smart"]
+        decide(request("nope"), table())
+    assert table().aliases() == ["backup", "fast", "smart"]

@@ -1,0 +1,68 @@
+"""Groups, fallbacks and retries before the first byte, through real NATS."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+USER: list[dict[str, str]] = [{"role": "user", "content": "hello"}]
+
+
+def rows(stack: Stack, model: str, expected: int) -> list[list[object]]:
+    deadline = time.monotonic() + 30
+    found: list[list[object]] = []
+    while time.monotonic() < deadline:
+        found = stack.sql(
+            "SELECT attempt, deployment, status FROM requests "
+            f"WHERE model = '{model}' ORDER BY attempt"
+        )
+        if len(found) >= expected:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def test_a_failing_deployment_hands_over_to_the_next_in_its_group(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    reply = client.chat.completions.with_raw_response.create(model="sim-group", messages=USER)
+    assert reply.headers["x-igw-deployment"] == "group-good"
+    assert reply.headers["x-igw-attempts"] == "2"
+    assert reply.parse().choices[0].finish_reason == "stop"
+    assert rows(stack, "sim-group", 2) == [[1, "group-bad", "error"], [2, "group-good", "ok"]]
+
+
+def test_fallback_alias_answers_a_stream_when_the_first_is_down(client: openai.OpenAI) -> None:
+    with client.chat.completions.with_streaming_response.create(
+        model="sim-fallback", messages=USER, stream=True
+    ) as response:
+        assert response.headers["x-igw-deployment"] == "sim-echo"
+        assert response.headers["x-igw-attempts"] == "2"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text == "user:hello"
+
+
+def test_a_transient_429_is_retried_after_its_retry_after(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    started = time.monotonic()
+    reply = client.chat.completions.with_raw_response.create(model="sim-retry", messages=USER)
+    assert time.monotonic() - started >= 0.3
+    assert reply.headers["x-igw-attempts"] == "2"
+    assert reply.parse().choices[0].message.content
+    assert [r[2] for r in rows(stack, "sim-retry", 2)] == ["error", "ok"]
+
+
+def test_without_another_candidate_the_client_gets_the_error_at_once(
+    client: openai.OpenAI,
+) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="sim-500", messages=USER)
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-igw-deployment"] == "sim-500"
