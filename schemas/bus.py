@@ -197,3 +197,27 @@ class SqlResult(BusMessage):
     truncated: bool = False
     elapsed_ms: float = 0.0
     error: str | None = None
+
+
+class BreakerRecord(BusMessage):
+    """The shared circuit-breaker state of one deployment (KV ``igw_health``)."""
+
+    state: Literal["closed", "open", "probing"]
+    at: float = Field(description="epoch seconds of the transition")
+    by: str = Field("", description="the router replica that wrote it")
+
+
+class DeploymentStatus(BaseModel):
+    """One row of ``GET /api/v1/providers/status``."""
+
+    alias: str
+    provider: str
+    deployment: str
+    state: Literal["closed", "open", "half_open"]
+    error_rate: float
+    recent_calls: int
+    p50_ms: float | None
+    p95_ms: float | None
+    ttft_ms: float | None
+    in_flight: int
+    queued: int

@@ -42,6 +42,10 @@ CONSUMER_ACCOUNTING: Final = "accounting"
 # KV buckets (each is backed by a stream named KV_<bucket>).
 KV_ATTEMPTS: Final = "igw_attempts"
 KV_ATTEMPTS_STREAM: Final = f"KV_{KV_ATTEMPTS}"
+KV_HEALTH: Final = "igw_health"
+"""Circuit-breaker state per deployment, shared by router replicas (key: deployment)."""
+ROUTER_STATUS: Final = "igw.router.status"
+"""Request/reply: any router answers with per-deployment health (``DeploymentStatus`` list)."""
 
 # Headers.
 HEADER_MSG_ID: Final = "Nats-Msg-Id"

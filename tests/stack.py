@@ -116,11 +116,10 @@ class Stack:
         self.procs["nats"] = natsserver.start(spec, self.root / "nats.log")
 
     def start(self, name: str) -> None:
-        args = (
-            ["worker", "--provider", name.split("-", 1)[1]]
-            if name.startswith("worker-")
-            else [name]
-        )
+        if name.startswith("worker-"):
+            args = ["worker", "--provider", name.split("-", 1)[1]]
+        else:
+            args = [name.split("-", 1)[0]]  # "router-2": a second router replica
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],

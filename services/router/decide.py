@@ -5,7 +5,13 @@ The first attempt picks one by the alias's strategy:
 
 * ``weighted`` (default): at random, in proportion to each deployment's ``weight``;
 * ``ordered``: the first deployment listed;
-* ``lowest_cost``: the lowest price per million input plus output tokens.
+* ``lowest_cost``: the lowest price per million input plus output tokens;
+* ``lowest_latency``: the lowest moving average of time to first token and total
+  time (from the health book; unknown deployments count as fastest, so they get tried);
+* ``least_in_flight``: the fewest attempts this router has in flight there.
+
+Deployments whose circuit breaker is open are not candidates; one whose
+cooldown has passed gets a single probe attempt (see :mod:`services.router.health`).
 
 A later attempt (the worker republishes a request whose attempt failed before
 its first byte reached the client) prefers a deployment not tried yet: first
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 
 from schemas.bus import ErrorInfo, RouteDecision, RoutingView
 from schemas.subjects import work_subject
+from services.router.health import HealthBook
 from services.runtime.errors import ModelNotFound, ServiceUnavailable
 from services.runtime.settings import AliasRouting, ModelDeployment, RoutingSettings
 
@@ -42,6 +49,8 @@ class NoRoute(Exception):
 class Decision:
     route: RouteDecision
     delay_s: float = 0.0
+    probe: bool = False
+    """The attempt probes an open circuit breaker (the router claims it fleet-wide)."""
 
 
 class RoutingTable:
@@ -81,11 +90,17 @@ class RoutingTable:
         return sorted(self._groups)
 
 
-def _pick(group: list[ModelDeployment], rules: AliasRouting, rng: random.Random) -> ModelDeployment:
+def _pick(
+    group: list[ModelDeployment], rules: AliasRouting, rng: random.Random, health: HealthBook
+) -> ModelDeployment:
     if rules.strategy == "ordered" or len(group) == 1:
         return group[0]
     if rules.strategy == "lowest_cost":
         return min(group, key=lambda d: d.price.input_per_mtok + d.price.output_per_mtok)
+    if rules.strategy == "lowest_latency":
+        return min(group, key=lambda d: health.latency_ms(d.deployment))
+    if rules.strategy == "least_in_flight":
+        return min(group, key=lambda d: health.in_flight(d.deployment))
     return rng.choices(group, weights=[d.weight for d in group])[0]
 
 
@@ -123,30 +138,54 @@ def decide(
     table: RoutingTable,
     rng: random.Random | None = None,
     now: Callable[[], float] = time.time,
+    health: HealthBook | None = None,
 ) -> Decision:
     rng = rng or random.Random()
-    group = table.group(request.model)
-    if not group:
+    health = health or HealthBook()
+    clock = now()
+    if not table.group(request.model):
         raise ModelNotFound(
             f"The model `{request.model}` does not exist or you do not have access to it.",
             param="model",
         )
+
+    def choose(alias: str, exclude: set[str], reason: str) -> Decision | None:
+        pool = [
+            d
+            for d in table.group(alias)
+            if d.deployment not in exclude and health.available(d.deployment, clock)
+        ]
+        if not pool:
+            return None
+        picked = _pick(pool, table.rules(alias), rng, health)
+        probe = health.claim_probe(picked.deployment, clock)
+        if probe:
+            reason = f"{reason}, probing an open breaker"
+        health.routed(picked.deployment)
+        return Decision(_route(request, picked, reason), probe=probe)
+
     rules = table.rules(request.model)
     if request.attempt <= 1:
-        return Decision(_route(request, _pick(group, rules, rng), rules.strategy))
+        for alias in table.chain(request.model):
+            reason = rules.strategy if alias == request.model else f"fallback to {alias}"
+            if decision := choose(alias, set(), reason):
+                return decision
+        raise _exhausted(request, "every deployment's circuit breaker is open")
     if request.attempt > table.routing.max_attempts:
         raise _exhausted(request, "every attempt was used")
     tried = set(request.tried)
     for alias in table.chain(request.model):
-        fresh = [d for d in table.group(alias) if d.deployment not in tried]
-        if fresh:
-            reason = "next deployment" if alias == request.model else f"fallback to {alias}"
-            return Decision(_route(request, _pick(fresh, table.rules(alias), rng), reason))
+        reason = "next deployment" if alias == request.model else f"fallback to {alias}"
+        if decision := choose(alias, tried, reason):
+            return decision
     repeats = len(request.tried) - len(tried)
     if repeats >= rules.retries:
         raise _exhausted(request, "every deployment was tried")
     retry_after = request.last_error.retry_after if request.last_error else None
     delay = backoff_s(repeats + 1, table.routing, retry_after, rng)
-    if request.deadline and now() + delay >= request.deadline:
+    if request.deadline and clock + delay >= request.deadline:
         raise _exhausted(request, "the deadline leaves no time for another attempt")
-    return Decision(_route(request, _pick(group, rules, rng), f"retry {repeats + 1}"), delay)
+    decision = choose(request.model, set(), f"retry {repeats + 1}")
+    if decision is None:
+        raise _exhausted(request, "every deployment's circuit breaker is open")
+    return Decision(decision.route, delay, decision.probe)

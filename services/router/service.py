@@ -25,7 +25,9 @@ from pydantic import ValidationError
 
 from schemas import subjects as s
 from schemas.bus import ReplyMeta, RoutingView, work_item_json
-from services.router.decide import NoRoute, RoutingTable, decide
+from services.router.decide import Decision, NoRoute, RoutingTable, decide
+from services.router.health import BreakerPolicy, HealthBook
+from services.router.health_sync import HealthSync
 from services.runtime.bus import connect
 from services.runtime.consumers import PushConsumer, consume
 from services.runtime.errors import GatewayError
@@ -39,6 +41,13 @@ class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.table = RoutingTable(settings.models, settings.routing)
+        r = settings.routing
+        self.health = HealthBook(
+            BreakerPolicy(
+                r.breaker_window, r.breaker_min_calls, r.breaker_error_rate, r.breaker_cooldown_s
+            )
+        )
+        self.sync = HealthSync(settings, self.health)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,6 +57,7 @@ class Router:
         self._nc = nc = await connect(self.settings, "router")
         self._js = js = nc.jetstream()
         await declare(js, self.settings)
+        await self.sync.start(nc, js)
         spec = PushConsumer(
             stream=s.STREAM_REQUESTS,
             name=s.CONSUMER_ROUTER,
@@ -65,6 +75,7 @@ class Router:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Leave the deliver group, finish the requests in hand, then disconnect."""
+        await self.sync.stop()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -87,7 +98,7 @@ class Router:
             await msg.term()
             return
         try:
-            decision = decide(request, self.table)
+            decision = await self._decide(request)
         except (GatewayError, NoRoute) as exc:
             error = exc.error if isinstance(exc, NoRoute) else exc.to_info()
             tried = request.tried[-1] if request.tried else ""
@@ -121,7 +132,17 @@ class Router:
             log.warning("could not store work for %s (%s); will retry", request.request_id, exc)
             await msg.nak(delay=1.0)
             return
+        self.sync.routed(request.request_id, route.attempt)
         await msg.ack()
+
+    async def _decide(self, request: RoutingView) -> Decision:
+        """Decide; a probe of an open breaker must also win the fleet-wide claim, else
+        (another replica is probing) decide again without that deployment."""
+        for _ in range(3):
+            decision = decide(request, self.table, health=self.health)
+            if not decision.probe or await self.sync.claim_probe(decision.route.deployment):
+                return decision
+        return decide(request, self.table, health=self.health)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -173,7 +173,9 @@ class ModelDeployment(_Section):
 class AliasRouting(_Section):
     """How one alias chooses among its deployments and where it falls back."""
 
-    strategy: Literal["weighted", "ordered", "lowest_cost"] = "weighted"
+    strategy: Literal["weighted", "ordered", "lowest_cost", "lowest_latency", "least_in_flight"] = (
+        "weighted"
+    )
     fallbacks: list[str] = Field(
         default_factory=list, description="aliases tried, in order, when this one's fail"
     )
@@ -191,6 +193,10 @@ class RoutingSettings(_Section):
     retry_after_max_s: float = Field(
         10.0, ge=0, description="a longer Retry-After goes to the client instead of waiting"
     )
+    breaker_window: int = Field(20, ge=2, description="recent outcomes per deployment")
+    breaker_min_calls: int = Field(10, ge=1, description="outcomes needed before it can open")
+    breaker_error_rate: float = Field(0.5, gt=0, le=1, description="error share that opens it")
+    breaker_cooldown_s: float = Field(30.0, gt=0, description="open time before one probe")
     aliases: dict[str, AliasRouting] = Field(default_factory=dict)
 
     def for_alias(self, alias: str) -> AliasRouting:

@@ -68,6 +68,13 @@ def kv_configs(settings: Settings) -> list[KeyValueConfig]:
             storage=StorageType.FILE,
             replicas=settings.nats.stream_replicas,
         ),
+        KeyValueConfig(
+            bucket=s.KV_HEALTH,
+            description="circuit-breaker state per deployment, shared by router replicas",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
     ]
 
 
