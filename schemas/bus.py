@@ -69,6 +69,9 @@ class InferenceRequest(BusMessage):
         default_factory=list, description="deployments of earlier attempts, in order"
     )
     last_error: ErrorInfo | None = Field(None, description="why the previous attempt failed")
+    pin_provider: str | None = Field(None, description="x-gateway provider: bypass routing")
+    metadata: dict[str, str] | None = Field(None, description="x-gateway metadata")
+    cache: bool | None = Field(None, description="x-gateway cache flag")
     body: dict[str, Any] = Field(
         description="the validated OpenAI request body: chat completions, or embeddings"
     )
@@ -85,6 +88,7 @@ class RoutingView(BusMessage):
     deadline: float = 0.0
     tried: list[str] = Field(default_factory=list)
     last_error: ErrorInfo | None = None
+    pin_provider: str | None = None
 
 
 class RouteDecision(BaseModel):

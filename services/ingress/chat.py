@@ -23,6 +23,7 @@ from services.ingress.dispatch import (
     terminal_response,
 )
 from services.ingress.http_errors import gateway_error_response
+from services.ingress.options import read_options
 from services.ingress.sse import stream_response
 from services.runtime.errors import GatewayError
 
@@ -35,6 +36,7 @@ async def chat_completions(request: Request) -> Response:
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         chat = validate(ChatCompletionRequest, data)
         check_model(ctx, chat.model)
+        options = read_options(ctx, chat.model, data, request.headers)
         message = new_request(
             ctx,
             request_id,
@@ -42,6 +44,7 @@ async def chat_completions(request: Request) -> Response:
             body=data,
             stream=chat.wants_stream,
             include_usage=chat.wants_stream_usage,
+            options=options,
         )
         first, replies = await exchange(request, ctx, message)
     except GatewayError as exc:

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from schemas import subjects as s
 from schemas.bus import InferenceRequest, Operation
+from schemas.gateway_options import GatewayOptions
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, error_response, gateway_error_response
 from services.ingress.replies import Reply, ReplyStream
@@ -62,12 +63,17 @@ def new_request(
     stream: bool = False,
     include_usage: bool = False,
     operation: Operation = "chat",
+    options: GatewayOptions | None = None,
 ) -> InferenceRequest:
     now = time.time()
+    options = options or GatewayOptions()
     return InferenceRequest(
         request_id=request_id,
         created_at=now,
-        deadline=now + ctx.settings.server.request_timeout_s,
+        deadline=now + (options.timeout or ctx.settings.server.request_timeout_s),
+        pin_provider=options.provider,
+        metadata=options.metadata,
+        cache=options.cache,
         model=model,
         operation=operation,
         stream=stream,

@@ -17,6 +17,7 @@ from services.ingress.dispatch import (
     terminal_response,
 )
 from services.ingress.http_errors import gateway_error_response
+from services.ingress.options import read_options
 from services.runtime.errors import GatewayError, UpstreamProtocolError
 
 
@@ -28,7 +29,10 @@ async def create_embeddings(request: Request) -> Response:
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         body = validate(EmbeddingsRequest, data)
         check_model(ctx, body.model)
-        message = new_request(ctx, request_id, model=body.model, body=data, operation="embeddings")
+        options = read_options(ctx, body.model, data, request.headers)
+        message = new_request(
+            ctx, request_id, model=body.model, body=data, operation="embeddings", options=options
+        )
         first, replies = await exchange(request, ctx, message)
     except GatewayError as exc:
         return gateway_error_response(exc, headers)

@@ -30,6 +30,7 @@ from services.ingress.dispatch import (
     route_headers,
 )
 from services.ingress.http_errors import JSON
+from services.ingress.options import read_options
 from services.ingress.sse import stream_response
 from services.runtime.errors import GatewayError, UpstreamProtocolError
 
@@ -65,6 +66,7 @@ async def create_message(request: Request) -> Response:
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         body = validate(MessagesRequest, data)
         check_model(ctx, body.model)
+        options = read_options(ctx, body.model, data, request.headers)
         message = new_request(
             ctx,
             request_id,
@@ -72,6 +74,7 @@ async def create_message(request: Request) -> Response:
             body=to_openai(body),
             stream=bool(body.stream),
             include_usage=True,
+            options=options,
         )
         first, replies = await exchange(request, ctx, message)
     except GatewayError as exc:

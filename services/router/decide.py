@@ -133,6 +133,16 @@ def _exhausted(request: RoutingView, why: str) -> NoRoute:
     )
 
 
+def _pinned(request: RoutingView, table: RoutingTable) -> Decision:
+    """``x-gateway.provider``: the alias's deployments of that provider, in order, each
+    tried once; no strategy, breakers or fallbacks."""
+    pinned = [d for d in table.group(request.model) if d.provider == request.pin_provider]
+    fresh = [d for d in pinned if d.deployment not in request.tried]
+    if not fresh or request.attempt > table.routing.max_attempts:
+        raise _exhausted(request, f"no deployment of provider {request.pin_provider!r} is left")
+    return Decision(_route(request, fresh[0], f"pinned to {request.pin_provider}"))
+
+
 def decide(
     request: RoutingView,
     table: RoutingTable,
@@ -164,6 +174,8 @@ def decide(
         health.routed(picked.deployment)
         return Decision(_route(request, picked, reason), probe=probe)
 
+    if request.pin_provider:
+        return _pinned(request, table)
     rules = table.rules(request.model)
     if request.attempt <= 1:
         for alias in table.chain(request.model):

@@ -66,3 +66,37 @@ def test_without_another_candidate_the_client_gets_the_error_at_once(
         client.chat.completions.create(model="sim-500", messages=USER)
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-igw-deployment"] == "sim-500"
+
+
+def test_gateway_options_timeout_and_provider_pin(client: openai.OpenAI, stack: Stack) -> None:
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as late:
+        client.chat.completions.create(
+            model="sim-3s", messages=USER, extra_body={"x-gateway": {"timeout": 0.5}}
+        )
+    assert late.value.status_code == 504 and time.monotonic() - started < 2.5
+
+    with pytest.raises(openai.APIStatusError) as by_header:
+        client.chat.completions.create(
+            model="sim-3s", messages=USER, extra_headers={"x-gateway-timeout": "0.5"}
+        )
+    assert by_header.value.status_code == 504
+
+    pinned = client.chat.completions.with_raw_response.create(
+        model="sim-group",
+        messages=USER,
+        extra_body={"x-gateway": {"provider": "openai", "metadata": {"feature": "chat"}}},
+    )
+    assert pinned.headers["x-igw-deployment"] == "group-good"
+    assert pinned.headers["x-igw-attempts"] == "2"
+
+    with pytest.raises(openai.BadRequestError) as wrong:
+        client.chat.completions.create(
+            model="sim", messages=USER, extra_body={"x-gateway": {"provider": "gemini"}}
+        )
+    assert wrong.value.body["param"] == "x-gateway.provider"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="sim", messages=USER, extra_body={"x-gateway": {"timeout": -1}}
+        )
+    assert bad.value.body["param"] == "x-gateway.timeout"  # type: ignore[index]

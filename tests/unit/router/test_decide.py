@@ -116,3 +116,15 @@ def test_unknown_alias() -> None:
     with pytest.raises(ModelNotFound):
         decide(request("nope"), table())
     assert table().aliases() == ["backup", "fast", "smart"]
+
+
+def test_a_provider_pin_bypasses_strategy_breakers_and_fallbacks() -> None:
+    models = [dep("mixed", "m-openai"), dep("mixed", "m-openai-2"), dep("other", "other")]
+    models[1] = models[1].model_copy(update={"provider": "ollama"})
+    t = RoutingTable(models, RoutingSettings(aliases={"mixed": AliasRouting(fallbacks=["other"])}))
+    first = decide(request("mixed", pin_provider="ollama"), t)
+    assert first.route.deployment == "m-openai-2" and first.route.reason == "pinned to ollama"
+    with pytest.raises(NoRoute):
+        decide(
+            request("mixed", 2, pin_provider="ollama", tried=["m-openai-2"], last_error=ERROR), t
+        )
