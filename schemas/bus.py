@@ -46,6 +46,16 @@ class ErrorInfo(BaseModel):
     retry_after: float | None = None
 
 
+class Needs(BaseModel):
+    """What a request needs of a deployment, so routing only picks ones that can serve it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tools: bool = False
+    vision: bool = False
+    context_tokens: int = Field(0, description="estimated prompt plus requested output tokens")
+
+
 Operation = Literal["chat", "embeddings"]
 """What a request asks of the upstream: a chat completion or embeddings."""
 
@@ -70,6 +80,7 @@ class InferenceRequest(BusMessage):
     )
     last_error: ErrorInfo | None = Field(None, description="why the previous attempt failed")
     pin_provider: str | None = Field(None, description="x-gateway provider: bypass routing")
+    needs: Needs = Field(default_factory=Needs)
     metadata: dict[str, str] | None = Field(None, description="x-gateway metadata")
     cache: bool | None = Field(None, description="x-gateway cache flag")
     body: dict[str, Any] = Field(
@@ -89,6 +100,7 @@ class RoutingView(BusMessage):
     tried: list[str] = Field(default_factory=list)
     last_error: ErrorInfo | None = None
     pin_provider: str | None = None
+    needs: Needs = Field(default_factory=Needs)
 
 
 class RouteDecision(BaseModel):

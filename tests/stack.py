@@ -80,6 +80,7 @@ class Stack:
             sim_model("sim-group", "sim", p, deployment="group-good"),
             sim_model("sim-fallback", "sim?fault=503", p),
             sim_model("sim-retry", "sim?fault=429&retry_after=0.3&fault_times=1", p),
+            sim_model("sim-small", "sim", p, context_window=1000),
             *self.extra_models,
         ]
         config: dict[str, Any] = {
@@ -91,11 +92,12 @@ class Stack:
             "bus": {"usage_ack_wait_s": 3, "work_ack_wait_s": 2},
             "logging": {"level": "INFO"},
             "routing": {
+                "auto": {"aliases": ["sim", "sim-echo"]},
                 "aliases": {
                     "sim-group": {"strategy": "ordered"},
                     "sim-fallback": {"fallbacks": ["sim-echo"]},
                     "sim-retry": {"retries": 1},
-                }
+                },
             },
             "models": models,
         }

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from schemas import subjects as s
-from services.ingress import chat, embeddings, messages, meta, status
+from services.ingress import chat, embeddings, infer, messages, meta, status
 from services.ingress.context import IngressContext
 from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> FastPath:
     for path in ("/v1/embeddings", "/embeddings"):
         app.router.add_route(path, embeddings.create_embeddings, methods=["POST"])
     app.router.add_route("/v1/messages", messages.create_message, methods=["POST"])
+    app.router.add_route("/infer", infer.infer, methods=["POST"])
     app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
     app.router.add_route("/api/v1/providers/status", status.providers_status, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])

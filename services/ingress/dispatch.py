@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas import subjects as s
-from schemas.bus import InferenceRequest, Operation
+from schemas.bus import InferenceRequest, Needs, Operation
 from schemas.gateway_options import GatewayOptions
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, error_response, gateway_error_response
@@ -35,6 +35,7 @@ from services.runtime.errors import (
     ServiceUnavailable,
     UpstreamProtocolError,
 )
+from services.runtime.tokens import estimate_prompt_tokens
 
 log = logging.getLogger("igw.ingress")
 
@@ -47,11 +48,30 @@ def new_request_id() -> str:
 
 
 def check_model(ctx: IngressContext, model: str) -> None:
-    if model not in ctx.aliases:
+    auto = ctx.settings.routing.auto
+    if model not in ctx.aliases and not (auto.enabled and model == auto.alias):
         raise ModelNotFound(
             f"The model `{model}` does not exist or you do not have access to it.",
             param="model",
         )
+
+
+def needs_of(body: dict[str, Any]) -> Needs:
+    """What a chat body needs of a deployment: tools, images, and context tokens."""
+    vision = False
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "image_url" for p in content
+        ):
+            vision = True
+            break
+    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return Needs(
+        tools=bool(body.get("tools")),
+        vision=vision,
+        context_tokens=estimate_prompt_tokens(body) + (output if isinstance(output, int) else 0),
+    )
 
 
 def new_request(
@@ -74,6 +94,7 @@ def new_request(
         pin_provider=options.provider,
         metadata=options.metadata,
         cache=options.cache,
+        needs=needs_of(body) if operation == "chat" else Needs(),
         model=model,
         operation=operation,
         stream=stream,

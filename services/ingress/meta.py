@@ -21,6 +21,9 @@ async def list_models(request: Request) -> Response:
         ModelCard(id=alias, created=int(ctx.started), owned_by=dep.owned_by or dep.provider)
         for alias, dep in sorted(ctx.aliases.items())
     ]
+    auto = ctx.settings.routing.auto
+    if auto.enabled and auto.alias not in ctx.aliases:
+        cards.append(ModelCard(id=auto.alias, created=int(ctx.started), owned_by="igw"))
     return Response(ModelList(data=cards).model_dump_json(), media_type=JSON)
 
 

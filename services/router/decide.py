@@ -10,7 +10,11 @@ The first attempt picks one by the alias's strategy:
   time (from the health book; unknown deployments count as fastest, so they get tried);
 * ``least_in_flight``: the fewest attempts this router has in flight there.
 
-Deployments whose circuit breaker is open are not candidates; one whose
+Only deployments that can serve the request are candidates (tools, images, a
+context window large enough for the prompt estimate plus the requested output).
+The ``auto`` model considers every healthy chat deployment and takes the lowest
+score of ``latency_weight * latency / slowest + cost_weight * price / dearest``
+(60/40 by default). Deployments whose circuit breaker is open are not candidates; one whose
 cooldown has passed gets a single probe attempt (see :mod:`services.router.health`).
 
 A later attempt (the worker republishes a request whose attempt failed before
@@ -30,10 +34,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from schemas.bus import ErrorInfo, RouteDecision, RoutingView
+from schemas.bus import ErrorInfo, Needs, RouteDecision, RoutingView
 from schemas.subjects import work_subject
 from services.router.health import HealthBook
-from services.runtime.errors import ModelNotFound, ServiceUnavailable
+from services.runtime.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from services.runtime.settings import AliasRouting, ModelDeployment, RoutingSettings
 
 
@@ -90,6 +94,32 @@ class RoutingTable:
         return sorted(self._groups)
 
 
+def capable(deployment: ModelDeployment, needs: Needs) -> bool:
+    return (
+        (deployment.supports_tools or not needs.tools)
+        and (deployment.supports_vision or not needs.vision)
+        and (deployment.context_window is None or needs.context_tokens <= deployment.context_window)
+    )
+
+
+def _cost(deployment: ModelDeployment) -> float:
+    return float(deployment.price.input_per_mtok + deployment.price.output_per_mtok)
+
+
+def _auto_pick(
+    pool: list[ModelDeployment], routing: RoutingSettings, health: HealthBook
+) -> ModelDeployment:
+    slowest = max(health.latency_ms(d.deployment) for d in pool) or 1.0
+    dearest = max(_cost(d) for d in pool) or 1.0
+    auto = routing.auto
+
+    def score(d: ModelDeployment) -> float:
+        latency = health.latency_ms(d.deployment) / slowest
+        return auto.latency_weight * latency + auto.cost_weight * _cost(d) / dearest
+
+    return min(pool, key=score)
+
+
 def _pick(
     group: list[ModelDeployment], rules: AliasRouting, rng: random.Random, health: HealthBook
 ) -> ModelDeployment:
@@ -133,6 +163,37 @@ def _exhausted(request: RoutingView, why: str) -> NoRoute:
     )
 
 
+def _incapable(request: RoutingView) -> ErrorInfo:
+    needs = request.needs
+    wanted = [
+        *(["tools"] if needs.tools else []),
+        *(["images"] if needs.vision else []),
+        f"about {needs.context_tokens} tokens of context",
+    ]
+    return InvalidRequest(
+        f"no deployment of `{request.model}` can serve this request (it needs {', '.join(wanted)})",
+        code="no_capable_deployment",
+    ).to_info()
+
+
+def _auto(request: RoutingView, table: RoutingTable, health: HealthBook, clock: float) -> Decision:
+    if request.attempt > table.routing.max_attempts:
+        raise _exhausted(request, "every attempt was used")
+    among = table.routing.auto.aliases or table.aliases()
+    chat = [d for a in among for d in table.group(a) if d.kind == "chat"]
+    fit = [d for d in chat if capable(d, request.needs)]
+    if not fit:
+        raise NoRoute(_incapable(request))
+    tried = set(request.tried)
+    pool = [d for d in fit if d.deployment not in tried and health.available(d.deployment, clock)]
+    if not pool:
+        raise _exhausted(request, "no healthy deployment is left")
+    picked = _auto_pick(pool, table.routing, health)
+    probe = health.claim_probe(picked.deployment, clock)
+    health.routed(picked.deployment)
+    return Decision(_route(request, picked, "auto"), probe=probe)
+
+
 def _pinned(request: RoutingView, table: RoutingTable) -> Decision:
     """``x-gateway.provider``: the alias's deployments of that provider, in order, each
     tried once; no strategy, breakers or fallbacks."""
@@ -153,6 +214,8 @@ def decide(
     rng = rng or random.Random()
     health = health or HealthBook()
     clock = now()
+    if table.routing.auto.enabled and request.model == table.routing.auto.alias:
+        return _auto(request, table, health, clock)
     if not table.group(request.model):
         raise ModelNotFound(
             f"The model `{request.model}` does not exist or you do not have access to it.",
@@ -163,7 +226,9 @@ def decide(
         pool = [
             d
             for d in table.group(alias)
-            if d.deployment not in exclude and health.available(d.deployment, clock)
+            if d.deployment not in exclude
+            and capable(d, request.needs)
+            and health.available(d.deployment, clock)
         ]
         if not pool:
             return None
@@ -182,6 +247,10 @@ def decide(
             reason = rules.strategy if alias == request.model else f"fallback to {alias}"
             if decision := choose(alias, set(), reason):
                 return decision
+        if not any(
+            capable(d, request.needs) for a in table.chain(request.model) for d in table.group(a)
+        ):
+            raise NoRoute(_incapable(request))
         raise _exhausted(request, "every deployment's circuit breaker is open")
     if request.attempt > table.routing.max_attempts:
         raise _exhausted(request, "every attempt was used")

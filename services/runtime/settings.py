@@ -128,6 +128,14 @@ class ModelDeployment(_Section):
         4096, ge=1, description="max_tokens sent when the client gives none and the API needs one"
     )
     weight: float = Field(1.0, gt=0, description="share of its alias's traffic (weighted)")
+    context_window: int | None = Field(
+        None, ge=1, description="tokens (prompt + output) it accepts; unknown: any"
+    )
+    supports_tools: bool = True
+    supports_vision: bool = True
+    kind: Literal["chat", "embeddings"] = Field(
+        "chat", description="embeddings deployments are never chosen for `auto`"
+    )
 
     @field_validator("provider")
     @classmethod
@@ -184,6 +192,18 @@ class AliasRouting(_Section):
     )
 
 
+class AutoRouting(_Section):
+    """The ``auto`` model: any healthy chat deployment, by a latency and cost score."""
+
+    enabled: bool = True
+    alias: str = "auto"
+    latency_weight: float = Field(0.6, ge=0)
+    cost_weight: float = Field(0.4, ge=0)
+    aliases: list[str] = Field(
+        default_factory=list, description="the aliases `auto` chooses among; empty: all"
+    )
+
+
 class RoutingSettings(_Section):
     max_attempts: int = Field(
         3, ge=1, le=20, description="attempts per request, fallbacks and retries included"
@@ -198,6 +218,7 @@ class RoutingSettings(_Section):
     breaker_error_rate: float = Field(0.5, gt=0, le=1, description="error share that opens it")
     breaker_cooldown_s: float = Field(30.0, gt=0, description="open time before one probe")
     aliases: dict[str, AliasRouting] = Field(default_factory=dict)
+    auto: AutoRouting = AutoRouting()
 
     def for_alias(self, alias: str) -> AliasRouting:
         return self.aliases.get(alias) or _DEFAULT_ROUTING

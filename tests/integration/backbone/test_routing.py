@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -100,3 +101,34 @@ def test_gateway_options_timeout_and_provider_pin(client: openai.OpenAI, stack: 
             model="sim", messages=USER, extra_body={"x-gateway": {"timeout": -1}}
         )
     assert bad.value.body["param"] == "x-gateway.timeout"  # type: ignore[index]
+
+
+def test_auto_model_and_the_infer_endpoint(client: openai.OpenAI, stack: Stack) -> None:
+    assert "auto" in [m.id for m in client.models.list()]
+    reply = client.chat.completions.with_raw_response.create(model="auto", messages=USER)
+    assert reply.headers["x-igw-deployment"] in ("sim", "sim-echo")
+
+    answer = httpx.post(
+        f"{stack.base_url}/infer",
+        headers={"X-API-Key": "unused"},
+        json={"model": "auto", "prompt": "Explain quantum computing.", "max_tokens": 5},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["provider"] == "openai" and body["deployment"] in ("sim", "sim-echo")
+    assert body["output"] and body["latency_ms"] > 0
+    assert body["cost"] == pytest.approx(
+        (body["prompt_tokens"] * 0.15 + body["completion_tokens"] * 0.60) / 1e6
+    )
+    missing = httpx.post(f"{stack.base_url}/infer", json={"model": "auto"}, timeout=10)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "prompt"
+
+
+def test_a_request_no_deployment_can_serve_is_a_400(client: openai.OpenAI) -> None:
+    huge = "word " * 3000  # about 3,750 tokens; sim-small declares a 1,000-token window
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": huge}]
+        )
+    assert caught.value.body["code"] == "no_capable_deployment"  # type: ignore[index]

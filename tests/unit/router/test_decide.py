@@ -7,10 +7,17 @@ from typing import Any
 
 import pytest
 
-from schemas.bus import ErrorInfo, RoutingView
+from schemas.bus import ErrorInfo, Needs, RoutingView, UsageEvent
 from services.router.decide import NoRoute, RoutingTable, backoff_s, decide
+from services.router.health import HealthBook
 from services.runtime.errors import ModelNotFound
-from services.runtime.settings import AliasRouting, ModelDeployment, Price, RoutingSettings
+from services.runtime.settings import (
+    AliasRouting,
+    AutoRouting,
+    ModelDeployment,
+    Price,
+    RoutingSettings,
+)
 
 ERROR = ErrorInfo(status=502, type="upstream_error", message="boom", retryable=True)
 
@@ -128,3 +135,41 @@ def test_a_provider_pin_bypasses_strategy_breakers_and_fallbacks() -> None:
         decide(
             request("mixed", 2, pin_provider="ollama", tried=["m-openai-2"], last_error=ERROR), t
         )
+
+
+def test_capabilities_decide_the_candidates() -> None:
+    small = dep("chat", "small").model_copy(
+        update={"context_window": 100, "supports_vision": False}
+    )
+    big = dep("chat", "big", price=5).model_copy(update={"context_window": 10_000})
+    t = RoutingTable(
+        [small, big], RoutingSettings(aliases={"chat": AliasRouting(strategy="ordered")})
+    )
+    assert decide(request("chat"), t).route.deployment == "small"
+    long = request("chat", needs=Needs(context_tokens=500))
+    assert decide(long, t).route.deployment == "big"
+    assert decide(request("chat", needs=Needs(vision=True)), t).route.deployment == "big"
+    with pytest.raises(NoRoute) as caught:
+        decide(request("chat", needs=Needs(context_tokens=50_000)), t)
+    assert caught.value.error.status == 400 and caught.value.error.code == "no_capable_deployment"
+
+
+def test_auto_scores_latency_and_cost_among_healthy_deployments() -> None:
+    cheap_slow, dear_fast = dep("a", "cheap-slow", price=1), dep("b", "dear-fast", price=10)
+    embed = dep("e", "embedder", price=0).model_copy(update={"kind": "embeddings"})
+    t = RoutingTable([cheap_slow, dear_fast, embed], RoutingSettings())
+    health = HealthBook()
+    for name, ms in (("cheap-slow", 2000.0), ("dear-fast", 100.0)):
+        event = UsageEvent(
+            request_id="r", attempt=1, ts=0, model="x", provider="openai", deployment=name,
+            upstream_model="m", stream=False, prompt_tokens=1, completion_tokens=1,
+            cost_usd=Decimal(0), latency_ms=ms, ttft_ms=ms, status="ok",
+        )  # fmt: skip
+        health.record(event, 0.0, mine=False)
+    # latency 0.6 * (2000/2000) + cost 0.4 * (2/20) = 0.64 against 0.6 * 0.05 + 0.4 * 1 = 0.43
+    assert decide(request("auto"), t, health=health).route.deployment == "dear-fast"
+    costly = RoutingSettings(auto=AutoRouting(latency_weight=0.1, cost_weight=0.9))
+    t2 = RoutingTable([cheap_slow, dear_fast, embed], costly)
+    assert decide(request("auto"), t2, health=health).route.deployment == "cheap-slow"
+    second = decide(request("auto", 2, tried=["dear-fast"], last_error=ERROR), t, health=health)
+    assert second.route.deployment == "cheap-slow"
