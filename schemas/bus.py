@@ -44,6 +44,7 @@ class ErrorInfo(BaseModel):
     param: str | None = None
     retryable: bool = False
     retry_after: float | None = None
+    fallback: bool = False
 
 
 class Needs(BaseModel):

@@ -81,6 +81,8 @@ class Stack:
             sim_model("sim-fallback", "sim?fault=503", p),
             sim_model("sim-retry", "sim?fault=429&retry_after=0.3&fault_times=1", p),
             sim_model("sim-small", "sim", p, context_window=1000),
+            sim_model("sim-ctx", "sim?fault=context", p, context_window=8192),
+            sim_model("sim-long", "sim?echo=1&tokens=100", p, context_window=128000),
             *self.extra_models,
         ]
         config: dict[str, Any] = {
@@ -97,6 +99,7 @@ class Stack:
                     "sim-group": {"strategy": "ordered"},
                     "sim-fallback": {"fallbacks": ["sim-echo"]},
                     "sim-retry": {"retries": 1},
+                    "sim-ctx": {"fallbacks": ["sim-long"], "retries": 2},
                 },
             },
             "models": models,

@@ -163,6 +163,21 @@ def _exhausted(request: RoutingView, why: str) -> NoRoute:
     )
 
 
+def _larger_than_failed(
+    request: RoutingView, table: RoutingTable
+) -> Callable[[ModelDeployment], bool]:
+    """After a context-window error, only deployments with a larger (or unknown) window."""
+    error = request.last_error
+    failed_name = request.tried[-1] if request.tried else None
+    failed = next(
+        (d for a in table.aliases() for d in table.group(a) if d.deployment == failed_name), None
+    )
+    if error is None or error.code != "context_length_exceeded" or failed is None:
+        return lambda d: True
+    window = failed.context_window
+    return lambda d: window is None or d.context_window is None or d.context_window > window
+
+
 def _incapable(request: RoutingView) -> ErrorInfo:
     needs = request.needs
     wanted = [
@@ -228,6 +243,7 @@ def decide(
             for d in table.group(alias)
             if d.deployment not in exclude
             and capable(d, request.needs)
+            and larger(d)
             and health.available(d.deployment, clock)
         ]
         if not pool:
@@ -241,6 +257,7 @@ def decide(
 
     if request.pin_provider:
         return _pinned(request, table)
+    larger = _larger_than_failed(request, table)
     rules = table.rules(request.model)
     if request.attempt <= 1:
         for alias in table.chain(request.model):
@@ -260,7 +277,7 @@ def decide(
         if decision := choose(alias, tried, reason):
             return decision
     repeats = len(request.tried) - len(tried)
-    if repeats >= rules.retries:
+    if repeats >= rules.retries or (request.last_error and request.last_error.fallback):
         raise _exhausted(request, "every deployment was tried")
     retry_after = request.last_error.retry_after if request.last_error else None
     delay = backoff_s(repeats + 1, table.routing, retry_after, rng)

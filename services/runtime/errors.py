@@ -9,6 +9,8 @@ OpenAI-style error bodies.
     ├── InvalidRequest (400 invalid_request_error)
     │   ├── InvalidJSON (400, code invalid_json)
     │   └── UpstreamBadRequest (400, the upstream rejected the request)
+    │       ├── ContextWindowExceeded (400, a larger-context fallback may serve it)
+    │       └── ContentFiltered (400, another provider's policy may allow it)
     ├── AuthenticationFailed (401 authentication_error)
     ├── PermissionDenied (403 permission_error)
     ├── NotFound (404 invalid_request_error)
@@ -46,6 +48,8 @@ class GatewayError(Exception):
     error_type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
     retryable: ClassVar[bool] = False
+    fallback: ClassVar[bool] = False
+    """Not worth retrying on the same deployment, but a fallback model may serve it."""
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class GatewayError(Exception):
             param=self.param,
             retryable=self.retryable,
             retry_after=self.retry_after,
+            fallback=self.fallback,
         )
 
     def to_response(self) -> ErrorResponse:
@@ -87,6 +92,16 @@ class InvalidJSON(InvalidRequest):
 
 class UpstreamBadRequest(InvalidRequest):
     default_code = "upstream_rejected"
+
+
+class ContextWindowExceeded(UpstreamBadRequest):
+    default_code = "context_length_exceeded"
+    fallback = True
+
+
+class ContentFiltered(UpstreamBadRequest):
+    default_code = "content_filter"
+    fallback = True
 
 
 class AuthenticationFailed(GatewayError):

@@ -220,7 +220,15 @@ def _match(method: str, path: str) -> tuple[Dialect, Call] | None:
     return None
 
 
+CONTEXT_MESSAGE: Final = (
+    "This model's maximum context length is 8192 tokens. However, your messages resulted "
+    "in 9000 tokens. Please reduce the length of the messages. (simulated fault)"
+)
+
+
 def _fault_error(behaviour: Behaviour) -> SimError:
+    if behaviour.fault == "context":
+        return SimError(400, CONTEXT_MESSAGE, code="context_length_exceeded", param="messages")
     kind = FAULT_KINDS[behaviour.fault]
     retry_after = behaviour.retry_after if behaviour.fault == "429" else None
     return SimError(int(behaviour.fault), _FAULT_MESSAGES[kind], kind, retry_after=retry_after)

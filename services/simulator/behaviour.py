@@ -20,7 +20,8 @@ tokens         int      output length in tokens; default 16; capped by ``max_com
                         / ``max_tokens`` (then ``finish_reason`` is ``length``)
 fault          enum     none (default); an HTTP error: 400, 401, 403, 404, 413, 429, 500, 503,
                         529 (each dialect renders it in its provider's error shape and may
-                        use that provider's status, e.g. 503 where it has no 529); or a
+                        use that provider's status, e.g. 503 where it has no 529); context
+                        (a 400 saying the prompt exceeds the context window); or a
                         transport fault: stall, cut, reset, malformed
 fault_after    int      number of token chunks sent before a stream fault is injected
                         (``cut``/``reset``/``malformed`` default to 2; ``stall`` without it
@@ -54,6 +55,7 @@ Fault = Literal[
     "500",
     "503",
     "529",
+    "context",
     "stall",
     "cut",
     "reset",
@@ -63,7 +65,7 @@ Fault = Literal[
 _FAULT_BY_NAME: Final[dict[str, Fault]] = {name: name for name in get_args(Fault)}
 FAULTS: Final[frozenset[str]] = frozenset(_FAULT_BY_NAME)
 ERROR_FAULTS: Final[frozenset[str]] = frozenset(
-    {"400", "401", "403", "404", "413", "429", "500", "503", "529"}
+    {"400", "401", "403", "404", "413", "429", "500", "503", "529", "context"}
 )
 DEFAULT_MODEL: Final = "sim"
 DEFAULT_FAULT_AFTER: Final = 2

@@ -19,12 +19,18 @@ import orjson
 
 from schemas.bus import ErrorInfo, ReplyKind, ReplyMeta, UsageEvent, UsageStatus, WorkItem
 from schemas.openai_chat import Usage
-from services.runtime.errors import DeadlineExceeded, GatewayError, UpstreamTimeout
+from services.runtime.errors import (
+    ContentFiltered,
+    DeadlineExceeded,
+    GatewayError,
+    UpstreamTimeout,
+)
 from services.runtime.pricing import cost_usd
 from services.runtime.settings import ModelDeployment
 from services.runtime.tokens import estimate_prompt_tokens
 from services.workers.body import upstream_body
 from services.workers.protocol import ProviderAdapter, UpstreamCall
+from services.workers.upstream_errors import refine
 
 SendReply = Callable[[ReplyMeta, bytes], Awaitable[None]]
 Retry = Callable[[ErrorInfo], Awaitable[bool]]
@@ -119,9 +125,11 @@ async def run_attempt(
             raise UpstreamTimeout(
                 f"deployment {route.deployment} did not finish within {remaining:.1f}s"
             ) from None
-    except GatewayError as exc:
+    except GatewayError as raised:
+        exc = refine(raised)
         info = exc.to_info()
-        if retry is not None and exc.retryable and not progress.sent_output and await retry(info):
+        again = exc.retryable or exc.fallback
+        if retry is not None and again and not progress.sent_output and await retry(info):
             return usage_event(item, deployment, progress, "error", info)
         await send(_meta("terminal", progress.seq, base, error=info), b"")
         return usage_event(item, deployment, progress, "error", info)
@@ -136,6 +144,10 @@ async def _complete(
     base: _Origin,
 ) -> None:
     result = await adapter.complete(call)
+    if result.finish_reason == "content_filter" and not _has_content(result.response):
+        raise ContentFiltered(
+            f"deployment {base['deployment']} refused the request (content filter)"
+        )
     progress.mark_output()
     progress.usage = result.usage
     progress.finish_reason = result.finish_reason
@@ -143,6 +155,12 @@ async def _complete(
     payload = result.raw if result.raw is not None else orjson.dumps(result.response)
     meta = _meta("terminal", progress.seq, base, result.finish_reason, usage=result.usage)
     await send(meta, payload)
+
+
+def _has_content(response: dict[str, Any]) -> bool:
+    choices = response.get("choices") or [{}]
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    return bool(isinstance(message, dict) and (message.get("content") or message.get("tool_calls")))
 
 
 async def _embed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -12,7 +13,10 @@ import aiohttp
 import orjson
 
 from services.runtime.errors import (
+    ContentFiltered,
+    ContextWindowExceeded,
     GatewayError,
+    UpstreamBadRequest,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -36,6 +40,31 @@ def translate_transport_errors(deployment: str) -> Iterator[None]:
         raise UpstreamProtocolError(
             f"deployment {deployment} broke the connection: {_reason(exc)}"
         ) from exc
+
+
+_CONTEXT = re.compile(
+    r"context.length|context window|maximum context|prompt is too long|input is too long"
+    r"|too many (input )?tokens|exceeds? the (maximum|max)[a-z ]*tokens"
+    r"|reduce the length of the messages",
+    re.IGNORECASE,
+)
+_CONTENT = re.compile(
+    r"content.(management )?polic|content_filter|content filter|blocked (due to|by) safety",
+    re.IGNORECASE,
+)
+
+
+def refine(error: GatewayError) -> GatewayError:
+    """Name what an upstream 400 really was, whatever the provider's wording: a prompt
+    over the context window, or a content-policy refusal (both worth a fallback)."""
+    if type(error) is not UpstreamBadRequest:
+        return error
+    text = f"{error.code or ''} {error.message}"
+    if _CONTEXT.search(text):
+        return ContextWindowExceeded(error.message, param=error.param)
+    if _CONTENT.search(text):
+        return ContentFiltered(error.message, param=error.param)
+    return error
 
 
 def error_from_response(

@@ -132,3 +132,13 @@ def test_a_request_no_deployment_can_serve_is_a_400(client: openai.OpenAI) -> No
             model="sim-small", messages=[{"role": "user", "content": huge}]
         )
     assert caught.value.body["code"] == "no_capable_deployment"  # type: ignore[index]
+
+
+def test_a_context_window_error_falls_back_to_a_larger_model(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    reply = client.chat.completions.with_raw_response.create(model="sim-ctx", messages=USER)
+    assert reply.headers["x-igw-deployment"] == "sim-long"
+    assert reply.parse().choices[0].message.content == "user:hello"
+    rows_seen = rows(stack, "sim-ctx", 2)
+    assert [r[1:] for r in rows_seen] == [["sim-ctx", "error"], ["sim-long", "ok"]]

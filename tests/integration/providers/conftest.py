@@ -24,6 +24,7 @@ BEHAVIOURS = {
     "-echo": "sim?echo=1&tokens=400",
     "-cut": "sim?fault=cut&fault_after=2",
     "-tools": "sim?tool_call=1",
+    "-ectx": "sim?fault=context",
     **{f"-e{code}": f"sim?fault={code}&retry_after=3" for code in ERROR_FAULTS},
 }
 

@@ -219,3 +219,10 @@ def test_embeddings(gateway: openai.OpenAI, provider: str) -> None:
 def test_anthropic_has_no_embeddings(gateway: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         gateway.embeddings.create(model="anthropic", input="x")
+
+
+@by_provider
+def test_context_window_errors_are_recognised(gateway: openai.OpenAI, provider: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        gateway.chat.completions.create(model=f"{provider}-ectx", messages=USER)
+    assert caught.value.body["code"] == "context_length_exceeded"  # type: ignore[index]

@@ -173,3 +173,19 @@ def test_auto_scores_latency_and_cost_among_healthy_deployments() -> None:
     assert decide(request("auto"), t2, health=health).route.deployment == "cheap-slow"
     second = decide(request("auto", 2, tried=["dear-fast"], last_error=ERROR), t, health=health)
     assert second.route.deployment == "cheap-slow"
+
+
+def test_a_context_window_error_falls_back_to_a_larger_window_only() -> None:
+    small = dep("chat", "small").model_copy(update={"context_window": 8_000})
+    same = dep("mid", "mid").model_copy(update={"context_window": 8_000})
+    big = dep("long", "long").model_copy(update={"context_window": 100_000})
+    routing = RoutingSettings(aliases={"chat": AliasRouting(fallbacks=["mid", "long"], retries=2)})
+    t = RoutingTable([small, same, big], routing)
+    error = ErrorInfo(
+        status=400, type="invalid_request_error", message="too long",
+        code="context_length_exceeded", fallback=True,
+    )  # fmt: skip
+    second = decide(request("chat", 2, tried=["small"], last_error=error), t)
+    assert second.route.deployment == "long" and second.delay_s == 0
+    with pytest.raises(NoRoute):  # no retry of the same deployment after such an error
+        decide(request("chat", 3, tried=["small", "long"], last_error=error), t)
