@@ -142,3 +142,28 @@ def test_a_context_window_error_falls_back_to_a_larger_model(
     assert reply.parse().choices[0].message.content == "user:hello"
     rows_seen = rows(stack, "sim-ctx", 2)
     assert [r[1:] for r in rows_seen] == [["sim-ctx", "error"], ["sim-long", "ok"]]
+
+
+def test_a_stall_before_the_first_token_moves_to_the_next_deployment(
+    client: openai.OpenAI,
+) -> None:
+    stream = client.chat.completions.with_streaming_response.create(
+        model="sim-hang", messages=USER, stream=True
+    )
+    with stream as response:
+        assert response.headers["x-igw-deployment"] == "hang-good"
+        assert response.headers["x-igw-attempts"] == "2"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text.startswith("lorem ipsum")
+
+
+def test_no_retry_once_the_first_byte_reached_the_client(client: openai.OpenAI) -> None:
+    seen: list[str] = []
+
+    def drain() -> None:
+        for chunk in client.chat.completions.create(model="sim-midcut", messages=USER, stream=True):
+            seen.extend(c.delta.content or "" for c in chunk.choices)
+
+    with pytest.raises(openai.APIError):
+        drain()
+    assert "".join(seen).startswith("lorem")  # the cut stream's tokens, then an error event
