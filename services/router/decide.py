@@ -163,17 +163,23 @@ def _exhausted(request: RoutingView, why: str) -> NoRoute:
     )
 
 
+def _any(deployment: ModelDeployment) -> bool:
+    return True
+
+
 def _larger_than_failed(
     request: RoutingView, table: RoutingTable
 ) -> Callable[[ModelDeployment], bool]:
     """After a context-window error, only deployments with a larger (or unknown) window."""
     error = request.last_error
-    failed_name = request.tried[-1] if request.tried else None
+    if error is None or error.code != "context_length_exceeded" or not request.tried:
+        return _any
     failed = next(
-        (d for a in table.aliases() for d in table.group(a) if d.deployment == failed_name), None
+        (d for a in table.aliases() for d in table.group(a) if d.deployment == request.tried[-1]),
+        None,
     )
-    if error is None or error.code != "context_length_exceeded" or failed is None:
-        return lambda d: True
+    if failed is None:
+        return _any
     window = failed.context_window
     return lambda d: window is None or d.context_window is None or d.context_window > window
 

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.bus import UsageEvent
+import orjson
 
 BreakerState = Literal["closed", "open"]
 EWMA_ALPHA = 0.2
@@ -56,7 +56,37 @@ class DeploymentHealth:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def is_failure(event: UsageEvent) -> bool:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The fields of a usage event the health book reads (parsed without a model: the
+    router sees every usage event, so this is on its busiest path)."""
+
+    request_id: str
+    attempt: int
+    deployment: str
+    status: str
+    http_status: int | None
+    latency_ms: float
+    ttft_ms: float | None
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Outcome | None:
+        try:
+            d = orjson.loads(raw)
+            return cls(
+                str(d["request_id"]),
+                int(d.get("attempt") or 1),
+                str(d["deployment"]),
+                str(d["status"]),
+                d.get("http_status"),
+                float(d.get("latency_ms") or 0.0),
+                d.get("ttft_ms"),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+def is_failure(event: Outcome) -> bool:
     return event.status == "error" and (event.http_status or 500) >= 500
 
 
@@ -84,7 +114,7 @@ class HealthBook:
     def routed(self, deployment: str) -> None:
         self.get(deployment).in_flight += 1
 
-    def record(self, event: UsageEvent, now: float, *, mine: bool) -> BreakerState | None:
+    def record(self, event: Outcome, now: float, *, mine: bool) -> BreakerState | None:
         """Account one finished attempt; returns the new breaker state if it changed."""
         health = self.get(event.deployment)
         if mine and health.in_flight > 0:

@@ -27,8 +27,8 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import BreakerRecord, DeploymentStatus, UsageEvent
-from services.router.health import BreakerState, HealthBook
+from schemas.bus import BreakerRecord, DeploymentStatus
+from services.router.health import BreakerState, HealthBook, Outcome
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.router.health")
@@ -64,9 +64,8 @@ class HealthSync:
     # -- usage events -> book -> shared record ---------------------------------------------
 
     async def _on_usage(self, msg: Msg) -> None:
-        try:
-            event = UsageEvent.model_validate_json(msg.data)
-        except ValidationError:
+        event = Outcome.from_json(msg.data)
+        if event is None:
             return
         mine = self._mine.pop(f"{event.request_id}:{event.attempt}", 0) is None
         change = self.book.record(event, time.time(), mine=mine)

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.bus import ErrorInfo, Needs, RoutingView, UsageEvent
 from services.router.decide import NoRoute, RoutingTable, backoff_s, decide
-from services.router.health import HealthBook
+from services.router.health import HealthBook, Outcome
 from services.runtime.errors import ModelNotFound
 from services.runtime.settings import (
     AliasRouting,
@@ -165,7 +165,9 @@ def test_auto_scores_latency_and_cost_among_healthy_deployments() -> None:
             upstream_model="m", stream=False, prompt_tokens=1, completion_tokens=1,
             cost_usd=Decimal(0), latency_ms=ms, ttft_ms=ms, status="ok",
         )  # fmt: skip
-        health.record(event, 0.0, mine=False)
+        outcome = Outcome.from_json(event.model_dump_json().encode())
+        assert outcome is not None
+        health.record(outcome, 0.0, mine=False)
     # latency 0.6 * (2000/2000) + cost 0.4 * (2/20) = 0.64 against 0.6 * 0.05 + 0.4 * 1 = 0.43
     assert decide(request("auto"), t, health=health).route.deployment == "dear-fast"
     costly = RoutingSettings(auto=AutoRouting(latency_weight=0.1, cost_weight=0.9))
