@@ -97,6 +97,7 @@ class RoutingView(BusMessage):
     attempt: int = 1
     priority: Priority = "interactive"
     reply_subject: str
+    created_at: float = 0.0
     deadline: float = 0.0
     tried: list[str] = Field(default_factory=list)
     last_error: ErrorInfo | None = None

@@ -36,9 +36,18 @@ from dataclasses import dataclass
 
 from schemas.bus import ErrorInfo, Needs, RouteDecision, RoutingView
 from schemas.subjects import work_subject
+from services.router.capacity import Capacity
 from services.router.health import HealthBook
 from services.runtime.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from services.runtime.settings import AliasRouting, ModelDeployment, RoutingSettings
+
+
+class NoCapacity(Exception):
+    """Every deployment that could serve the request is at its rate limit right now."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"no capacity for {wait_s:.2f}s")
+        self.wait_s = wait_s
 
 
 class NoRoute(Exception):
@@ -231,10 +240,14 @@ def decide(
     rng: random.Random | None = None,
     now: Callable[[], float] = time.time,
     health: HealthBook | None = None,
+    capacity: Capacity | None = None,
 ) -> Decision:
     rng = rng or random.Random()
     health = health or HealthBook()
+    capacity = capacity or Capacity()
     clock = now()
+    tokens = request.needs.context_tokens
+    full: list[float] = []
     if table.routing.auto.enabled and request.model == table.routing.auto.alias:
         return _auto(request, table, health, clock)
     if not table.group(request.model):
@@ -252,9 +265,13 @@ def decide(
             and larger(d)
             and health.available(d.deployment, clock)
         ]
+        waits = {d.deployment: capacity.wait_s(d, tokens, clock) for d in pool}
+        full.extend(w for w in waits.values() if w > 0)
+        pool = [d for d in pool if waits[d.deployment] == 0]
         if not pool:
             return None
         picked = _pick(pool, table.rules(alias), rng, health)
+        capacity.take(picked, tokens, clock)
         probe = health.claim_probe(picked.deployment, clock)
         if probe:
             reason = f"{reason}, probing an open breaker"
@@ -270,6 +287,8 @@ def decide(
             reason = rules.strategy if alias == request.model else f"fallback to {alias}"
             if decision := choose(alias, set(), reason):
                 return decision
+        if full:
+            raise NoCapacity(min(full))
         if not any(
             capable(d, request.needs) for a in table.chain(request.model) for d in table.group(a)
         ):
@@ -282,6 +301,8 @@ def decide(
         reason = "next deployment" if alias == request.model else f"fallback to {alias}"
         if decision := choose(alias, tried, reason):
             return decision
+    if full:
+        raise NoCapacity(min(full))
     repeats = len(request.tried) - len(tried)
     if repeats >= rules.retries or (request.last_error and request.last_error.fallback):
         raise _exhausted(request, "every deployment was tried")

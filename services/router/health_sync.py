@@ -8,7 +8,9 @@
 * The single probe of a cooled-down breaker is claimed with a compare-and-set
   on that record: of several replicas, one sends it.
 * ``igw.router.status`` requests are answered with the book as
-  ``DeploymentStatus`` rows (any replica may answer).
+  ``DeploymentStatus`` rows (any replica may answer); ``queued`` counts attempts
+  stored for the deployment's workers plus requests for its alias waiting for
+  capacity in this replica.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ log = logging.getLogger("igw.router.health")
 
 
 class HealthSync:
-    def __init__(self, settings: Settings, book: HealthBook) -> None:
+    def __init__(self, settings: Settings, book: HealthBook, waiting: dict[str, str]) -> None:
         self.settings = settings
         self.book = book
+        self.waiting = waiting
         self.router_id = uuid.uuid4().hex[:8]
         self._mine: dict[str, None] = {}
         self._kv: KeyValue | None = None
@@ -123,6 +126,9 @@ class HealthSync:
     async def status(self) -> list[DeploymentStatus]:
         queued = await self._queued()
         now = time.time()
+        waiting: dict[str, int] = {}
+        for alias in self.waiting.values():
+            waiting[alias] = waiting.get(alias, 0) + 1
         rows = []
         for model in self.settings.models:
             health = self.book.get(model.deployment)
@@ -139,7 +145,8 @@ class HealthSync:
                     p95_ms=health.quantile(0.95),
                     ttft_ms=health.ttft_ms,
                     in_flight=health.in_flight,
-                    queued=queued.get(s.work_subject(model.provider, model.deployment), 0),
+                    queued=queued.get(s.work_subject(model.provider, model.deployment), 0)
+                    + waiting.get(model.alias, 0),
                 )
             )
         return rows

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -24,17 +25,22 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import ReplyMeta, RoutingView, work_item_json
-from services.router.decide import Decision, NoRoute, RoutingTable, decide
+from schemas.bus import ErrorInfo, ReplyMeta, RoutingView, work_item_json
+from services.router.capacity import Capacity
+from services.router.decide import Decision, NoCapacity, NoRoute, RoutingTable, decide
 from services.router.health import BreakerPolicy, HealthBook
 from services.router.health_sync import HealthSync
 from services.runtime.bus import connect
 from services.runtime.consumers import PushConsumer, consume
-from services.runtime.errors import GatewayError
+from services.runtime.errors import GatewayError, RateLimited
 from services.runtime.settings import Settings
 from services.runtime.topology import declare
 
 log = logging.getLogger("igw.router")
+
+DEADLINE_MARGIN_S = 0.5
+"""A request waiting for capacity gets its 429 this long before its deadline, so the
+client hears the rate limit rather than a timeout."""
 
 
 class Router:
@@ -47,7 +53,9 @@ class Router:
                 r.breaker_window, r.breaker_min_calls, r.breaker_error_rate, r.breaker_cooldown_s
             )
         )
-        self.sync = HealthSync(settings, self.health)
+        self.capacity = Capacity()
+        self.waiting: dict[str, str] = {}  # request id -> alias, waiting for capacity
+        self.sync = HealthSync(settings, self.health, self.waiting)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,23 +107,23 @@ class Router:
             return
         try:
             decision = await self._decide(request)
+        except NoCapacity as full:
+            if await self._wait_for_capacity(msg, request, full.wait_s):
+                return
+            waited = time.time() - request.created_at
+            error = RateLimited(
+                f"every deployment of `{request.model}` is at its rate limit "
+                f"(waited {waited:.1f}s for capacity)",
+                retry_after=full.wait_s,
+            ).to_info()
+            await self._answer(msg, request, error)
+            return
         except (GatewayError, NoRoute) as exc:
             error = exc.error if isinstance(exc, NoRoute) else exc.to_info()
-            tried = request.tried[-1] if request.tried else ""
-            deployment = self.settings.deployment(tried) if tried else None
-            meta = ReplyMeta(
-                kind="terminal",
-                request_id=request.request_id,
-                attempt=max(1, request.attempt - 1),
-                seq=0,
-                provider=deployment.provider if deployment else "",
-                deployment=tried,
-                error=error,
-            )
-            headers = {s.HEADER_REPLY: meta.model_dump_json()}
-            await self._nc.publish(request.reply_subject, b"", headers=headers)
-            await msg.ack()
+            await self._answer(msg, request, error)
             return
+        self.waiting.pop(request.request_id, None)
+        route = decision.route
         route = decision.route
         if decision.delay_s > 0:
             log.info(
@@ -135,14 +143,46 @@ class Router:
         self.sync.routed(request.request_id, route.attempt)
         await msg.ack()
 
+    async def _answer(self, msg: Msg, request: RoutingView, error: ErrorInfo) -> None:
+        """No attempt will run: tell the client why, and let the request go."""
+        assert self._nc is not None
+        self.waiting.pop(request.request_id, None)
+        tried = request.tried[-1] if request.tried else ""
+        deployment = self.settings.deployment(tried) if tried else None
+        meta = ReplyMeta(
+            kind="terminal",
+            request_id=request.request_id,
+            attempt=max(1, request.attempt - 1),
+            seq=0,
+            provider=deployment.provider if deployment else "",
+            deployment=tried,
+            error=error,
+        )
+        headers = {s.HEADER_REPLY: meta.model_dump_json()}
+        await self._nc.publish(request.reply_subject, b"", headers=headers)
+        await msg.ack()
+
+    async def _wait_for_capacity(self, msg: Msg, request: RoutingView, wait_s: float) -> bool:
+        """Leave the request in JetStream until capacity frees (a delayed nak), unless its
+        wait budget (``max_queue_wait_s``, and its deadline) would run out first."""
+        now = time.time()
+        budget_end = (request.created_at or now) + self.settings.routing.max_queue_wait_s
+        if request.deadline:
+            budget_end = min(budget_end, request.deadline - DEADLINE_MARGIN_S)
+        if now + wait_s >= budget_end:
+            return False
+        self.waiting[request.request_id] = request.model
+        await msg.nak(delay=min(max(wait_s, 0.02), 5.0))
+        return True
+
     async def _decide(self, request: RoutingView) -> Decision:
         """Decide; a probe of an open breaker must also win the fleet-wide claim, else
         (another replica is probing) decide again without that deployment."""
         for _ in range(3):
-            decision = decide(request, self.table, health=self.health)
+            decision = decide(request, self.table, health=self.health, capacity=self.capacity)
             if not decision.probe or await self.sync.claim_probe(decision.route.deployment):
                 return decision
-        return decide(request, self.table, health=self.health)
+        return decide(request, self.table, health=self.health, capacity=self.capacity)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

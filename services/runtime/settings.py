@@ -133,6 +133,8 @@ class ModelDeployment(_Section):
     )
     supports_tools: bool = True
     supports_vision: bool = True
+    rpm_limit: int | None = Field(None, ge=1, description="requests per minute it may receive")
+    tpm_limit: int | None = Field(None, ge=1, description="tokens per minute (estimated)")
     kind: Literal["chat", "embeddings"] = Field(
         "chat", description="embeddings deployments are never chosen for `auto`"
     )
@@ -212,6 +214,9 @@ class RoutingSettings(_Section):
     backoff_max_s: float = Field(8.0, ge=0)
     retry_after_max_s: float = Field(
         10.0, ge=0, description="a longer Retry-After goes to the client instead of waiting"
+    )
+    max_queue_wait_s: float = Field(
+        30.0, ge=0, description="how long a request waits for capacity before a 429"
     )
     breaker_window: int = Field(20, ge=2, description="recent outcomes per deployment")
     breaker_min_calls: int = Field(10, ge=1, description="outcomes needed before it can open")

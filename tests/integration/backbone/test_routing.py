@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -167,3 +168,25 @@ def test_no_retry_once_the_first_byte_reached_the_client(client: openai.OpenAI) 
     with pytest.raises(openai.APIError):
         drain()
     assert "".join(seen).startswith("lorem")  # the cut stream's tokens, then an error event
+
+
+def test_requests_wait_for_capacity_then_get_a_429_when_their_budget_runs_out(
+    client: openai.OpenAI,
+) -> None:
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:  # 60 rpm: one now, then one a second
+        replies = list(
+            pool.map(
+                lambda _: client.chat.completions.create(model="sim-limited", messages=USER),
+                range(3),
+            )
+        )
+    assert all(r.choices[0].finish_reason == "stop" for r in replies)
+    assert time.monotonic() - started >= 1.5  # the last one waited about 2 s in JetStream
+
+    with pytest.raises(openai.RateLimitError) as caught:  # a budget shorter than the wait
+        client.chat.completions.create(
+            model="sim-limited", messages=USER, extra_body={"x-gateway": {"timeout": 1.2}}
+        )
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert "rate limit" in caught.value.message
