@@ -82,6 +82,7 @@ class Stack:
             sim_model("sim-retry", "sim?fault=429&retry_after=0.3&fault_times=1", p),
             sim_model("sim-small", "sim", p, context_window=1000),
             sim_model("sim-limited", "sim", p, rpm_limit=60),
+            sim_model("sim-prio", "sim", p, rpm_limit=60),
             sim_model("sim-hang", "sim?fault=stall", p, deployment="hang-bad", timeout_s=1.0),
             sim_model("sim-hang", "sim", p, deployment="hang-good"),
             sim_model("sim-midcut", "sim?fault=cut&fault_after=3", p, deployment="midcut-bad"),

@@ -37,7 +37,9 @@ log = logging.getLogger("igw.router.health")
 
 
 class HealthSync:
-    def __init__(self, settings: Settings, book: HealthBook, waiting: dict[str, str]) -> None:
+    def __init__(
+        self, settings: Settings, book: HealthBook, waiting: dict[str, tuple[str, str]]
+    ) -> None:
         self.settings = settings
         self.book = book
         self.waiting = waiting
@@ -127,7 +129,7 @@ class HealthSync:
         queued = await self._queued()
         now = time.time()
         waiting: dict[str, int] = {}
-        for alias in self.waiting.values():
+        for alias, _ in self.waiting.values():
             waiting[alias] = waiting.get(alias, 0) + 1
         rows = []
         for model in self.settings.models:

@@ -38,6 +38,8 @@ from services.runtime.topology import declare
 
 log = logging.getLogger("igw.router")
 
+BATCH_YIELD_S = 0.25
+"""How long a batch request steps back while interactive ones wait for the same model."""
 DEADLINE_MARGIN_S = 0.5
 """A request waiting for capacity gets its 429 this long before its deadline, so the
 client hears the rate limit rather than a timeout."""
@@ -54,7 +56,7 @@ class Router:
             )
         )
         self.capacity = Capacity()
-        self.waiting: dict[str, str] = {}  # request id -> alias, waiting for capacity
+        self.waiting: dict[str, tuple[str, str]] = {}  # request id -> (alias, priority)
         self.sync = HealthSync(settings, self.health, self.waiting)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -164,20 +166,29 @@ class Router:
 
     async def _wait_for_capacity(self, msg: Msg, request: RoutingView, wait_s: float) -> bool:
         """Leave the request in JetStream until capacity frees (a delayed nak), unless its
-        wait budget (``max_queue_wait_s``, and its deadline) would run out first."""
+        wait budget would run out first: ``max_queue_wait_s`` for interactive requests,
+        and the deadline for every request. Batch requests step back while interactive
+        requests wait for the same model, so batch work never starves interactive work."""
         now = time.time()
-        budget_end = (request.created_at or now) + self.settings.routing.max_queue_wait_s
+        budget_end = request.deadline or now + self.settings.routing.max_queue_wait_s
+        if request.priority == "interactive":
+            budget_end = (request.created_at or now) + self.settings.routing.max_queue_wait_s
         if request.deadline:
             budget_end = min(budget_end, request.deadline - DEADLINE_MARGIN_S)
         if now + wait_s >= budget_end:
             return False
-        self.waiting[request.request_id] = request.model
+        self.waiting[request.request_id] = (request.model, request.priority)
         await msg.nak(delay=min(max(wait_s, 0.02), 5.0))
         return True
 
     async def _decide(self, request: RoutingView) -> Decision:
         """Decide; a probe of an open breaker must also win the fleet-wide claim, else
         (another replica is probing) decide again without that deployment."""
+        if request.priority != "interactive" and any(
+            alias == request.model and priority == "interactive"
+            for alias, priority in self.waiting.values()
+        ):
+            raise NoCapacity(BATCH_YIELD_S)  # interactive requests for this model go first
         for _ in range(3):
             decision = decide(request, self.table, health=self.health, capacity=self.capacity)
             if not decision.probe or await self.sync.claim_probe(decision.route.deployment):
