@@ -82,6 +82,7 @@ class InferenceRequest(BusMessage):
     last_error: ErrorInfo | None = Field(None, description="why the previous attempt failed")
     pin_provider: str | None = Field(None, description="x-gateway provider: bypass routing")
     needs: Needs = Field(default_factory=Needs)
+    hedge: bool = Field(False, description="a hedge beside a slow attempt, not a retry")
     metadata: dict[str, str] | None = Field(None, description="x-gateway metadata")
     cache: bool | None = Field(None, description="x-gateway cache flag")
     body: dict[str, Any] = Field(
@@ -103,6 +104,7 @@ class RoutingView(BusMessage):
     last_error: ErrorInfo | None = None
     pin_provider: str | None = None
     needs: Needs = Field(default_factory=Needs)
+    hedge: bool = False
 
 
 class RouteDecision(BaseModel):
@@ -114,6 +116,7 @@ class RouteDecision(BaseModel):
     subject: str
     attempt: int = 1
     reason: str = "alias"
+    hedge_after_s: float | None = None
 
 
 class WorkItem(BusMessage):
@@ -198,6 +201,9 @@ class Cancel(BusMessage):
 
     request_id: str
     reason: str = "client_disconnected"
+    keep_attempt: int | None = Field(
+        None, description="stop every attempt but this one (a hedge race was decided)"
+    )
 
 
 class SqlQuery(BusMessage):

@@ -29,9 +29,11 @@ class IngressContext:
     started: float = field(default_factory=time.time)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def cancel(self, request_id: str, reason: str) -> None:
-        """Tell the worker to stop the upstream call; never blocks the caller."""
-        payload = Cancel(request_id=request_id, reason=reason).model_dump_json().encode()
+    def cancel(self, request_id: str, reason: str, keep_attempt: int | None = None) -> None:
+        """Tell the worker to stop the upstream call (every attempt but ``keep_attempt``);
+        never blocks the caller."""
+        cancel = Cancel(request_id=request_id, reason=reason, keep_attempt=keep_attempt)
+        payload = cancel.model_dump_json().encode()
         task = asyncio.get_running_loop().create_task(
             self._publish(s.cancel_subject(request_id), payload)
         )

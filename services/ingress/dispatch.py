@@ -115,6 +115,8 @@ async def exchange(
         await _publish(ctx, message)
         first = await _first_event(request, replies)
         handed_over = first.meta.kind != "terminal"
+        if ctx.settings.routing.for_alias(message.model).hedge:
+            ctx.cancel(request_id, "hedge_lost", keep_attempt=first.meta.attempt)
         return first, replies
     except GatewayError as exc:
         ctx.cancel(request_id, "deadline" if exc.status == 504 else "error")

@@ -35,12 +35,15 @@ class Reply:
 class ReplyStream:
     """The events of one request, in arrival order."""
 
-    __slots__ = ("_queue", "deadline", "overflowed", "request_id")
+    __slots__ = ("_queue", "attempt", "deadline", "overflowed", "request_id")
 
     def __init__(self, request_id: str, deadline: float, limit: int) -> None:
         self.request_id = request_id
         self.deadline = deadline
         self.overflowed = False
+        self.attempt: int | None = None
+        """The attempt whose events reach the client: the first one heard from (when a
+        hedge races an attempt, the other's events are dropped here)."""
         self._queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=limit)
 
     def put(self, msg: Msg) -> None:
@@ -51,13 +54,26 @@ class ReplyStream:
 
     def next_ready(self) -> Reply | None:
         """The next event if one is already queued, without waiting."""
-        if self._queue.empty():
-            return None
-        msg = self._queue.get_nowait()
-        return self._decode(msg)
+        while not self._queue.empty():
+            reply = self._keep(self._decode(self._queue.get_nowait()))
+            if reply is not None:
+                return reply
+        return None
+
+    def _keep(self, reply: Reply) -> Reply | None:
+        if self.attempt is None:
+            self.attempt = reply.meta.attempt
+        return reply if reply.meta.attempt == self.attempt else None
 
     async def next(self) -> Reply:
-        """The next event; raises ``DeadlineExceeded`` when the deadline passes."""
+        """The next event of the chosen attempt; raises ``DeadlineExceeded`` when the
+        deadline passes."""
+        while True:
+            reply = self._keep(await self._next_any())
+            if reply is not None:
+                return reply
+
+    async def _next_any(self) -> Reply:
         if self.overflowed and self._queue.empty():
             raise UpstreamProtocolError("the client read too slowly; the stream was dropped")
         try:

@@ -172,6 +172,34 @@ def _exhausted(request: RoutingView, why: str) -> NoRoute:
     )
 
 
+def _with_hedge(
+    decision: Decision,
+    request: RoutingView,
+    table: RoutingTable,
+    health: HealthBook,
+    rules: AliasRouting,
+) -> Decision:
+    """Arm a hedge: when the first token is later than the deployment's recent p95 time
+    to first token (or the alias's ``hedge_after_s``), the worker asks for a second
+    attempt elsewhere. Only when another deployment could take it."""
+    chosen = decision.route.deployment
+    others = [
+        d
+        for a in table.chain(request.model)
+        for d in table.group(a)
+        if d.deployment != chosen and capable(d, request.needs)
+    ]
+    p95 = health.get(chosen).quantile(0.95, ttft=True)
+    after = rules.hedge_after_s or (p95 / 1000 if p95 is not None else None)
+    if not others or after is None:
+        return decision
+    route = decision.route.model_copy(update={"hedge_after_s": max(after, HEDGE_MIN_S)})
+    return Decision(route, decision.delay_s, decision.probe)
+
+
+HEDGE_MIN_S = 0.05
+
+
 def _any(deployment: ModelDeployment) -> bool:
     return True
 
@@ -286,6 +314,8 @@ def decide(
         for alias in table.chain(request.model):
             reason = rules.strategy if alias == request.model else f"fallback to {alias}"
             if decision := choose(alias, set(), reason):
+                if rules.hedge:
+                    return _with_hedge(decision, request, table, health, rules)
                 return decision
         if full:
             raise NoCapacity(min(full))
@@ -304,7 +334,8 @@ def decide(
     if full:
         raise NoCapacity(min(full))
     repeats = len(request.tried) - len(tried)
-    if repeats >= rules.retries or (request.last_error and request.last_error.fallback):
+    no_retry = request.hedge or (request.last_error and request.last_error.fallback)
+    if repeats >= rules.retries or no_retry:
         raise _exhausted(request, "every deployment was tried")
     retry_after = request.last_error.retry_after if request.last_error else None
     delay = backoff_s(repeats + 1, table.routing, retry_after, rng)

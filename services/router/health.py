@@ -38,6 +38,7 @@ class BreakerPolicy:
 class DeploymentHealth:
     outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=20))
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    ttfts_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     ttft_ms: float | None = None
     total_ms: float | None = None
     in_flight: int = 0
@@ -49,10 +50,11 @@ class DeploymentHealth:
     def error_rate(self) -> float:
         return (self.outcomes.count(False) / len(self.outcomes)) if self.outcomes else 0.0
 
-    def quantile(self, q: float) -> float | None:
-        if not self.latencies_ms:
+    def quantile(self, q: float, ttft: bool = False) -> float | None:
+        samples = self.ttfts_ms if ttft else self.latencies_ms
+        if not samples:
             return None
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(samples)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
@@ -128,6 +130,7 @@ class HealthBook:
             health.total_ms = _ewma(health.total_ms, event.latency_ms)
             if event.ttft_ms is not None:
                 health.ttft_ms = _ewma(health.ttft_ms, event.ttft_ms)
+                health.ttfts_ms.append(event.ttft_ms)
         return self._transition(health, ok, now)
 
     def _transition(self, health: DeploymentHealth, ok: bool, now: float) -> BreakerState | None:

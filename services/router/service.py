@@ -109,7 +109,14 @@ class Router:
             return
         try:
             decision = await self._decide(request)
-        except NoCapacity as full:
+        except (NoCapacity, NoRoute) as nowhere:
+            if request.hedge:
+                await msg.ack()  # nowhere to hedge to: the first attempt carries on alone
+                return
+            if isinstance(nowhere, NoRoute):
+                await self._answer(msg, request, nowhere.error)
+                return
+            full = nowhere
             if await self._wait_for_capacity(msg, request, full.wait_s):
                 return
             waited = time.time() - request.created_at
@@ -120,12 +127,10 @@ class Router:
             ).to_info()
             await self._answer(msg, request, error)
             return
-        except (GatewayError, NoRoute) as exc:
-            error = exc.error if isinstance(exc, NoRoute) else exc.to_info()
-            await self._answer(msg, request, error)
+        except GatewayError as exc:
+            await self._answer(msg, request, exc.to_info())
             return
         self.waiting.pop(request.request_id, None)
-        route = decision.route
         route = decision.route
         if decision.delay_s > 0:
             log.info(

@@ -192,6 +192,10 @@ class AliasRouting(_Section):
     retries: int = Field(
         0, ge=0, le=10, description="extra attempts on the same deployments, with backoff"
     )
+    hedge: bool = Field(False, description="race a second deployment when the first token is late")
+    hedge_after_s: float | None = Field(
+        None, gt=0, description="how late is late; default: the deployment's p95 TTFT"
+    )
 
 
 class AutoRouting(_Section):

@@ -34,6 +34,8 @@ from services.workers.upstream_errors import refine
 
 SendReply = Callable[[ReplyMeta, bytes], Awaitable[None]]
 Retry = Callable[[ErrorInfo], Awaitable[bool]]
+Hedge = Callable[[], Awaitable[bool]]
+"""Ask for a second attempt beside a slow one; True if it was requested."""
 """Hand a failed attempt back for another one; True if it was (see ``run_attempt``)."""
 
 # Chunks published before yielding to the event loop, so the NATS client
@@ -74,6 +76,7 @@ class Progress:
     finish_reason: str | None = None
     sent_output: bool = False
     usage_estimated: bool = False
+    hedged: bool = False
 
     def mark_output(self) -> None:
         if self.first_output_mono is None:
@@ -89,6 +92,7 @@ async def run_attempt(
     progress: Progress,
     delivery: int = 1,
     retry: Retry | None = None,
+    hedge: Hedge | None = None,
 ) -> UsageEvent:
     """Run one attempt. A retryable failure before anything reached the client is
     offered to ``retry`` first; when it takes it, the client hears nothing of this
@@ -104,6 +108,7 @@ async def run_attempt(
         provider=route.provider,
         deployment=route.deployment,
     )
+    timer = _arm_hedge(route.hedge_after_s, hedge, progress)
     try:
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before an upstream call")
@@ -128,12 +133,33 @@ async def run_attempt(
     except GatewayError as raised:
         exc = refine(raised)
         info = exc.to_info()
+        if progress.hedged and not progress.sent_output:
+            # a hedge is racing this attempt: it answers the client, win or lose
+            return usage_event(item, deployment, progress, "error", info)
         again = exc.retryable or exc.fallback
         if retry is not None and again and not progress.sent_output and await retry(info):
             return usage_event(item, deployment, progress, "error", info)
         await send(_meta("terminal", progress.seq, base, error=info), b"")
         return usage_event(item, deployment, progress, "error", info)
+    finally:
+        if timer is not None:
+            timer.cancel()
     return usage_event(item, deployment, progress, "ok", None)
+
+
+def _arm_hedge(
+    after_s: float | None, hedge: Hedge | None, progress: Progress
+) -> asyncio.Task[None] | None:
+    """After ``after_s`` without a first token, ask for a hedge attempt elsewhere."""
+    if after_s is None or hedge is None:
+        return None
+
+    async def fire() -> None:
+        await asyncio.sleep(after_s)
+        if progress.first_output_mono is None and not progress.sent_output:
+            progress.hedged = await hedge()
+
+    return asyncio.create_task(fire())
 
 
 async def _complete(

@@ -154,6 +154,7 @@ class Worker:
         if req.request_id in self._recent_cancels:
             await msg.ack()
             return
+        key = f"{req.request_id}:{item.route.attempt}"
         progress = Progress()
 
         async def send(meta: ReplyMeta, payload: bytes) -> None:
@@ -162,7 +163,7 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         flight = InFlight(msg=msg, task=task)
-        self._inflight[req.request_id] = flight
+        self._inflight[key] = flight
         try:
             usage = await run_attempt(
                 item,
@@ -172,6 +173,7 @@ class Worker:
                 progress,
                 delivery,
                 retry=lambda info: self._retry(item, info),
+                hedge=lambda: self._hand_back(item, None, hedge=True),
             )
         except asyncio.CancelledError:
             if not flight.cancelled_by_client:
@@ -179,7 +181,7 @@ class Worker:
             task.uncancel()
             usage = usage_event(item, deployment, progress, "cancelled", None)
         finally:
-            self._inflight.pop(req.request_id, None)
+            self._inflight.pop(key, None)
         await self._finish(msg, usage)
 
     async def _retry(self, item: WorkItem, error: ErrorInfo) -> bool:
@@ -195,11 +197,21 @@ class Worker:
             return False
         if time.time() >= req.deadline:
             return False
+        return await self._hand_back(item, error)
+
+    async def _hand_back(
+        self, item: WorkItem, error: ErrorInfo | None, hedge: bool = False
+    ) -> bool:
+        """Publish the request again for its next attempt (a retry, or a hedge racing
+        this one); True once it is stored."""
+        assert self._js is not None
+        req, attempt = item.request, item.route.attempt
         again = req.model_copy(
             update={
                 "attempt": attempt + 1,
                 "tried": [*req.tried, item.route.deployment],
                 "last_error": error,
+                "hedge": hedge,
             }
         )
         try:
@@ -259,12 +271,17 @@ class Worker:
             cancel = Cancel.model_validate_json(msg.data)
         except ValidationError:
             return
-        self._recent_cancels[cancel.request_id] = None
-        if len(self._recent_cancels) > RECENT_CANCELS:
-            self._recent_cancels.pop(next(iter(self._recent_cancels)))
-        flight = self._inflight.get(cancel.request_id)
-        if flight is not None and not flight.task.done():
-            log.info("cancelling %s: %s", cancel.request_id, cancel.reason)
+        if cancel.keep_attempt is None:
+            self._recent_cancels[cancel.request_id] = None
+            if len(self._recent_cancels) > RECENT_CANCELS:
+                self._recent_cancels.pop(next(iter(self._recent_cancels)))
+        prefix = f"{cancel.request_id}:"
+        for key, flight in list(self._inflight.items()):
+            if not key.startswith(prefix) or flight.task.done():
+                continue
+            if cancel.keep_attempt is not None and key == f"{prefix}{cancel.keep_attempt}":
+                continue
+            log.info("cancelling %s: %s", key, cancel.reason)
             flight.cancelled_by_client = True
             flight.task.cancel()
 

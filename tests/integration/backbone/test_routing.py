@@ -190,3 +190,29 @@ def test_requests_wait_for_capacity_then_get_a_429_when_their_budget_runs_out(
         )
     assert int(caught.value.response.headers["retry-after"]) >= 1
     assert "rate limit" in caught.value.message
+
+
+def test_a_late_first_token_is_hedged_and_the_loser_cancelled(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    disconnects = stack.sim_stats()["disconnects"]
+    started = time.monotonic()
+    reply = client.chat.completions.with_raw_response.create(model="sim-hedge", messages=USER)
+    assert time.monotonic() - started < 2.0  # the slow deployment would take 4 s
+    assert reply.headers["x-igw-deployment"] == "hedge-fast"
+    assert reply.headers["x-igw-attempts"] == "2"
+    stack.sim_wait("disconnects", disconnects + 1)  # the slow attempt was cancelled
+
+    with client.chat.completions.with_streaming_response.create(
+        model="sim-hedge", messages=USER, stream=True
+    ) as response:
+        assert response.headers["x-igw-deployment"] == "hedge-fast"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text.startswith("lorem ipsum")
+    statuses = sorted((r[1], r[2]) for r in rows(stack, "sim-hedge", 4))
+    assert statuses == [
+        ("hedge-fast", "ok"),
+        ("hedge-fast", "ok"),
+        ("hedge-slow", "cancelled"),
+        ("hedge-slow", "cancelled"),
+    ]

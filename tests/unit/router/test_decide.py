@@ -191,3 +191,17 @@ def test_a_context_window_error_falls_back_to_a_larger_window_only() -> None:
     assert second.route.deployment == "long" and second.delay_s == 0
     with pytest.raises(NoRoute):  # no retry of the same deployment after such an error
         decide(request("chat", 3, tried=["small", "long"], last_error=error), t)
+
+
+def test_hedging_is_armed_from_the_p95_time_to_first_token() -> None:
+    routing = RoutingSettings(aliases={"fast": AliasRouting(strategy="ordered", hedge=True)})
+    t = RoutingTable([dep("fast", "fast-a"), dep("fast", "fast-b")], routing)
+    health = HealthBook()
+    assert decide(request("fast"), t, health=health).route.hedge_after_s is None  # no data yet
+    for ms in (100.0, 200.0, 900.0):
+        health.record(Outcome("r", 1, "fast-a", "ok", 200, ms, ms), 0.0, mine=False)
+    assert decide(request("fast"), t, health=health).route.hedge_after_s == pytest.approx(0.9)
+    lone = RoutingTable([dep("fast", "fast-a")], routing)  # nowhere to hedge to
+    assert decide(request("fast"), lone, health=health).route.hedge_after_s is None
+    hedge = request("fast", 2, tried=["fast-a"], hedge=True)
+    assert decide(hedge, t, health=health).route.deployment == "fast-b"
