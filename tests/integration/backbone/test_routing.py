@@ -158,16 +158,17 @@ def test_a_stall_before_the_first_token_moves_to_the_next_deployment(
     assert text.startswith("lorem ipsum")
 
 
-def test_no_retry_once_the_first_byte_reached_the_client(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize("model", ["sim-midcut", "sim-midstall"])
+def test_no_retry_once_the_first_byte_reached_the_client(client: openai.OpenAI, model: str) -> None:
     seen: list[str] = []
 
     def drain() -> None:
-        for chunk in client.chat.completions.create(model="sim-midcut", messages=USER, stream=True):
+        for chunk in client.chat.completions.create(model=model, messages=USER, stream=True):
             seen.extend(c.delta.content or "" for c in chunk.choices)
 
     with pytest.raises(openai.APIError):
         drain()
-    assert "".join(seen).startswith("lorem")  # the cut stream's tokens, then an error event
+    assert "".join(seen).startswith("lorem")  # the broken stream's tokens, then an error event
 
 
 def test_requests_wait_for_capacity_then_get_a_429_when_their_budget_runs_out(
