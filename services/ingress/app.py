@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from schemas import subjects as s
 from services.ingress import chat, embeddings, infer, messages, meta, status
+from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
 from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
@@ -28,11 +29,12 @@ def create_app(settings: Settings) -> FastPath:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await connect(settings, "ingress")
         js = nc.jetstream()
-        await wait_for_streams(js, [s.STREAM_REQUESTS], wait_s=30.0)
+        await wait_for_streams(js, [s.STREAM_REQUESTS, s.KV_CACHE_STREAM], wait_s=30.0)
+        cache = ResponseCache(await js.key_value(s.KV_CACHE))
         mux = ReplyMux(nc, IngressContext.new_ingress_id(), settings.server.stream_buffer_chunks)
         await mux.start()
         app.state.ctx = IngressContext(
-            settings=settings, nc=nc, js=js, mux=mux, aliases=settings.aliases()
+            settings=settings, nc=nc, js=js, mux=mux, aliases=settings.aliases(), cache=cache
         )
         tune_gc()
         log.info(

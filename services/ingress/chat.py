@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas.openai_chat import ChatCompletionRequest
+from services.ingress import cache
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.dispatch import (
@@ -22,7 +23,7 @@ from services.ingress.dispatch import (
     route_headers,
     terminal_response,
 )
-from services.ingress.http_errors import gateway_error_response
+from services.ingress.http_errors import JSON, gateway_error_response
 from services.ingress.options import read_options
 from services.ingress.sse import stream_response
 from services.runtime.errors import GatewayError
@@ -37,6 +38,13 @@ async def chat_completions(request: Request) -> Response:
         chat = validate(ChatCompletionRequest, data)
         check_model(ctx, chat.model)
         options = read_options(ctx, chat.model, data, request.headers)
+        key = None
+        if ctx.cache is not None and cache.wanted(ctx.settings.cache, options, chat.wants_stream):
+            key = cache.key_of(chat.model, data)
+            if (hit := await ctx.cache.get(key)) is not None:
+                headers["x-cache"] = "HIT"
+                return Response(hit, media_type=JSON, headers=headers)
+            headers["x-cache"] = "MISS"
         message = new_request(
             ctx,
             request_id,
@@ -50,6 +58,8 @@ async def chat_completions(request: Request) -> Response:
     except GatewayError as exc:
         return gateway_error_response(exc, headers)
     if first.meta.kind == "terminal":
+        if key is not None and ctx.cache is not None and first.meta.error is None and first.payload:
+            ctx.cache.put(key, first.payload)
         return terminal_response(first, headers)
     route_headers(first, headers)
     return stream_response(ctx, replies, first, headers)

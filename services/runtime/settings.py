@@ -90,6 +90,16 @@ class WorkerSettings(_Section):
     max_keepalive: int = Field(128, ge=0)
 
 
+class CacheSettings(_Section):
+    """Exact-match response cache for non-streaming chat completions (NATS KV)."""
+
+    enabled: bool = Field(
+        False, description="cache every eligible answer; a request may opt in or out itself"
+    )
+    ttl_s: float = Field(3600.0, gt=0, description="how long an answer is served from cache")
+    max_entry_bytes: int = Field(1_000_000, ge=1024)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["console", "json"] = "console"
@@ -245,6 +255,7 @@ class Settings(_Section):
     simulator: SimulatorSettings = SimulatorSettings()
     workers: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
+    cache: CacheSettings = CacheSettings()
     routing: RoutingSettings = RoutingSettings()
     models: list[ModelDeployment] = Field(default_factory=list)
 

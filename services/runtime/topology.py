@@ -69,6 +69,15 @@ def kv_configs(settings: Settings) -> list[KeyValueConfig]:
             replicas=settings.nats.stream_replicas,
         ),
         KeyValueConfig(
+            bucket=s.KV_CACHE,
+            description="cached non-streaming answers (x-gateway cache)",
+            ttl=settings.cache.ttl_s,
+            history=1,
+            max_value_size=settings.cache.max_entry_bytes,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+        KeyValueConfig(
             bucket=s.KV_HEALTH,
             description="circuit-breaker state per deployment, shared by router replicas",
             history=1,

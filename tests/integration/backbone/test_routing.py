@@ -217,3 +217,30 @@ def test_a_late_first_token_is_hedged_and_the_loser_cancelled(
         ("hedge-slow", "cancelled"),
         ("hedge-slow", "cancelled"),
     ]
+
+
+def test_response_cache_on_request(client: openai.OpenAI, stack: Stack) -> None:
+    messages = [{"role": "user", "content": f"cache me {time.time()}"}]
+    cached = {"x-gateway": {"cache": True}}
+    first = client.chat.completions.with_raw_response.create(
+        model="sim",
+        messages=messages,
+        extra_body=cached,  # type: ignore[arg-type]
+    )
+    assert first.headers["x-cache"] == "MISS"
+    calls = stack.sim_stats()["requests"]
+    deadline = time.monotonic() + 5
+    second = first
+    while time.monotonic() < deadline:  # the answer is stored in the background
+        second = client.chat.completions.with_raw_response.create(
+            model="sim",
+            messages=messages,
+            extra_body=cached,  # type: ignore[arg-type]
+        )
+        if second.headers["x-cache"] == "HIT":
+            break
+    assert second.headers["x-cache"] == "HIT"
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert stack.sim_stats()["requests"] <= calls + 1
+    plain = client.chat.completions.with_raw_response.create(model="sim", messages=messages)  # type: ignore[arg-type]
+    assert "x-cache" not in plain.headers
