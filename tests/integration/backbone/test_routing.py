@@ -244,3 +244,35 @@ def test_response_cache_on_request(client: openai.OpenAI, stack: Stack) -> None:
     assert stack.sim_stats()["requests"] <= calls + 1
     plain = client.chat.completions.with_raw_response.create(model="sim", messages=messages)  # type: ignore[arg-type]
     assert "x-cache" not in plain.headers
+
+
+def test_weighted_and_lowest_latency_strategies(client: openai.OpenAI) -> None:
+    def served_by(model: str) -> str:
+        reply = client.chat.completions.with_raw_response.create(model=model, messages=USER)
+        return reply.headers["x-igw-deployment"]
+
+    weighted = [served_by("sim-weighted") for _ in range(60)]
+    assert 30 <= weighted.count("weighted-3") <= 57  # 3 of 4 expected: 45
+
+    latency = [served_by("sim-latency") for _ in range(12)]
+    assert "latency-slow" in latency  # a deployment with no record yet gets tried
+    assert latency[-6:] == ["latency-fast"] * 6  # then the faster one keeps the traffic
+
+
+def test_status_shows_requests_waiting_for_capacity(client: openai.OpenAI, stack: Stack) -> None:
+    def queued() -> int:
+        rows_ = httpx.get(f"{stack.base_url}/api/v1/providers/status", timeout=5).json()["data"]
+        return int(next(r["queued"] for r in rows_ if r["deployment"] == "sim-limited"))
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(client.chat.completions.create, model="sim-limited", messages=USER)
+            for _ in range(4)
+        ]
+        deadline, peak = time.monotonic() + 5, 0
+        while time.monotonic() < deadline and peak == 0:
+            peak = max(peak, queued())
+        for future in futures:
+            future.result()
+    assert peak >= 1
+    assert queued() == 0
