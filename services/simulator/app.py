@@ -226,9 +226,17 @@ CONTEXT_MESSAGE: Final = (
 )
 
 
+CONTENT_MESSAGE: Final = (
+    "The response was filtered due to the prompt triggering the content management "
+    "policy. Please modify your prompt and retry. (simulated fault)"
+)
+
+
 def _fault_error(behaviour: Behaviour) -> SimError:
     if behaviour.fault == "context":
         return SimError(400, CONTEXT_MESSAGE, code="context_length_exceeded", param="messages")
+    if behaviour.fault == "content_filter":
+        return SimError(400, CONTENT_MESSAGE, code="content_filter", param="prompt")
     kind = FAULT_KINDS[behaviour.fault]
     retry_after = behaviour.retry_after if behaviour.fault == "429" else None
     return SimError(int(behaviour.fault), _FAULT_MESSAGES[kind], kind, retry_after=retry_after)

@@ -21,7 +21,8 @@ tokens         int      output length in tokens; default 16; capped by ``max_com
 fault          enum     none (default); an HTTP error: 400, 401, 403, 404, 413, 429, 500, 503,
                         529 (each dialect renders it in its provider's error shape and may
                         use that provider's status, e.g. 503 where it has no 529); context
-                        (a 400 saying the prompt exceeds the context window); or a
+                        (a 400 saying the prompt exceeds the context window); content_filter
+                        (a 400 refusing the prompt under a content policy); or a
                         transport fault: stall, cut, reset, malformed
 fault_after    int      number of token chunks sent before a stream fault is injected
                         (``cut``/``reset``/``malformed`` default to 2; ``stall`` without it
@@ -56,6 +57,7 @@ Fault = Literal[
     "503",
     "529",
     "context",
+    "content_filter",
     "stall",
     "cut",
     "reset",
@@ -65,7 +67,7 @@ Fault = Literal[
 _FAULT_BY_NAME: Final[dict[str, Fault]] = {name: name for name in get_args(Fault)}
 FAULTS: Final[frozenset[str]] = frozenset(_FAULT_BY_NAME)
 ERROR_FAULTS: Final[frozenset[str]] = frozenset(
-    {"400", "401", "403", "404", "413", "429", "500", "503", "529", "context"}
+    {"400", "401", "403", "404", "413", "429", "500", "503", "529", "context", "content_filter"}
 )
 DEFAULT_MODEL: Final = "sim"
 DEFAULT_FAULT_AFTER: Final = 2

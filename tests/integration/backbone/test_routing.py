@@ -276,3 +276,10 @@ def test_status_shows_requests_waiting_for_capacity(client: openai.OpenAI, stack
             future.result()
     assert peak >= 1
     assert queued() == 0
+
+
+def test_a_content_policy_refusal_falls_back_to_another_model(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.with_raw_response.create(model="sim-refuse", messages=USER)
+    assert reply.headers["x-igw-deployment"] == "sim-echo"
+    assert reply.headers["x-igw-attempts"] == "2"  # not retried on the refusing deployment
+    assert reply.parse().choices[0].message.content == "user:hello"
