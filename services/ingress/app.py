@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from schemas import subjects as s
-from services.ingress import chat, embeddings, infer, messages, meta, status
+from services.ingress import admin_keys, chat, embeddings, infer, messages, meta, status
+from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
 from services.ingress.fastpath import FastPath
@@ -29,12 +30,27 @@ def create_app(settings: Settings) -> FastPath:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await connect(settings, "ingress")
         js = nc.jetstream()
-        await wait_for_streams(js, [s.STREAM_REQUESTS, s.KV_CACHE_STREAM], wait_s=30.0)
+        await wait_for_streams(
+            js, [s.STREAM_REQUESTS, s.KV_CACHE_STREAM, s.KV_KEYS_STREAM], wait_s=30.0
+        )
         cache = ResponseCache(await js.key_value(s.KV_CACHE))
+        keys = KeyStore(settings.auth)
+        await keys.start(await js.key_value(s.KV_KEYS))
+        if keys.open:
+            log.warning(
+                "NO MASTER KEY IS SET: the gateway is open to anyone who can reach it. "
+                "Set IGW_MASTER_KEY (or auth.master_key) before exposing it."
+            )
         mux = ReplyMux(nc, IngressContext.new_ingress_id(), settings.server.stream_buffer_chunks)
         await mux.start()
         app.state.ctx = IngressContext(
-            settings=settings, nc=nc, js=js, mux=mux, aliases=settings.aliases(), cache=cache
+            settings=settings,
+            nc=nc,
+            js=js,
+            mux=mux,
+            aliases=settings.aliases(),
+            cache=cache,
+            keys=keys,
         )
         tune_gc()
         log.info(
@@ -46,6 +62,7 @@ def create_app(settings: Settings) -> FastPath:
         try:
             yield
         finally:
+            await keys.stop()
             await nc.drain()
 
     app = FastAPI(
@@ -61,6 +78,11 @@ def create_app(settings: Settings) -> FastPath:
         app.router.add_route(path, embeddings.create_embeddings, methods=["POST"])
     app.router.add_route("/v1/messages", messages.create_message, methods=["POST"])
     app.router.add_route("/infer", infer.infer, methods=["POST"])
+    app.router.add_route("/key/generate", admin_keys.generate_key, methods=["POST"])
+    app.router.add_route("/key/info", admin_keys.key_info, methods=["GET"])
+    app.router.add_route("/key/update", admin_keys.update_key, methods=["POST"])
+    app.router.add_route("/key/delete", admin_keys.delete_keys, methods=["POST"])
+    app.router.add_route("/key/list", admin_keys.list_keys, methods=["GET"])
     app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
     app.router.add_route("/api/v1/providers/status", status.providers_status, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])

@@ -16,6 +16,7 @@ from services.ingress import cache
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.dispatch import (
+    authorize,
     check_model,
     exchange,
     new_request,
@@ -34,9 +35,10 @@ async def chat_completions(request: Request) -> Response:
     request_id = new_request_id()
     headers = {"x-request-id": request_id}
     try:
+        principal = authorize(ctx, request)
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         chat = validate(ChatCompletionRequest, data)
-        check_model(ctx, chat.model)
+        check_model(ctx, chat.model, principal)
         options = read_options(ctx, chat.model, data, request.headers)
         key = None
         if ctx.cache is not None and cache.wanted(ctx.settings.cache, options, chat.wants_stream):
@@ -53,6 +55,7 @@ async def chat_completions(request: Request) -> Response:
             stream=chat.wants_stream,
             include_usage=chat.wants_stream_usage,
             options=options,
+            principal=principal,
         )
         first, replies = await exchange(request, ctx, message)
     except GatewayError as exc:

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 
 from schemas import subjects as s
 from schemas.bus import Cancel
+from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.replies import ReplyMux
 from services.runtime.settings import ModelDeployment, Settings
@@ -28,6 +29,7 @@ class IngressContext:
     mux: ReplyMux
     aliases: dict[str, ModelDeployment]
     cache: ResponseCache | None = None
+    keys: KeyStore | None = None
     started: float = field(default_factory=time.time)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 

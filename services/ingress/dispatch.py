@@ -26,6 +26,7 @@ from starlette.responses import Response
 from schemas import subjects as s
 from schemas.bus import InferenceRequest, Needs, Operation
 from schemas.gateway_options import GatewayOptions
+from services.ingress.auth import OPEN, Principal
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, error_response, gateway_error_response
 from services.ingress.replies import Reply, ReplyStream
@@ -47,7 +48,13 @@ def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
-def check_model(ctx: IngressContext, model: str) -> None:
+def authorize(ctx: IngressContext, request: Request) -> Principal:
+    """The caller (401 without a valid key, unless the gateway is open)."""
+    return OPEN if ctx.keys is None else ctx.keys.authenticate(request.headers)
+
+
+def check_model(ctx: IngressContext, model: str, principal: Principal = OPEN) -> None:
+    principal.allow_model(model)
     auto = ctx.settings.routing.auto
     if model not in ctx.aliases and not (auto.enabled and model == auto.alias):
         raise ModelNotFound(
@@ -84,6 +91,7 @@ def new_request(
     include_usage: bool = False,
     operation: Operation = "chat",
     options: GatewayOptions | None = None,
+    principal: Principal = OPEN,
 ) -> InferenceRequest:
     now = time.time()
     options = options or GatewayOptions()
@@ -96,6 +104,8 @@ def new_request(
         cache=options.cache,
         needs=needs_of(body) if operation == "chat" else Needs(),
         model=model,
+        key_id=principal.token,
+        tenant=principal.team_id,
         operation=operation,
         stream=stream,
         include_usage=include_usage,

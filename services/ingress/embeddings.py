@@ -10,6 +10,7 @@ from schemas.openai_embeddings import EmbeddingsRequest
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.dispatch import (
+    authorize,
     check_model,
     exchange,
     new_request,
@@ -26,12 +27,19 @@ async def create_embeddings(request: Request) -> Response:
     request_id = new_request_id()
     headers = {"x-request-id": request_id}
     try:
+        principal = authorize(ctx, request)
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         body = validate(EmbeddingsRequest, data)
-        check_model(ctx, body.model)
+        check_model(ctx, body.model, principal)
         options = read_options(ctx, body.model, data, request.headers)
         message = new_request(
-            ctx, request_id, model=body.model, body=data, operation="embeddings", options=options
+            ctx,
+            request_id,
+            model=body.model,
+            body=data,
+            operation="embeddings",
+            options=options,
+            principal=principal,
         )
         first, replies = await exchange(request, ctx, message)
     except GatewayError as exc:

@@ -19,6 +19,7 @@ from schemas.openai_chat import Usage
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.dispatch import (
+    authorize,
     check_model,
     exchange,
     new_request,
@@ -36,9 +37,10 @@ async def infer(request: Request) -> Response:
     request_id = new_request_id()
     headers = {"x-request-id": request_id}
     try:
+        principal = authorize(ctx, request)
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         body = validate(InferRequest, data)
-        check_model(ctx, body.model)
+        check_model(ctx, body.model, principal)
         chat = {
             "model": body.model,
             "messages": [{"role": "user", "content": body.prompt}],
@@ -46,7 +48,9 @@ async def infer(request: Request) -> Response:
             **({"temperature": body.temperature} if body.temperature is not None else {}),
         }
         first, _ = await exchange(
-            request, ctx, new_request(ctx, request_id, model=body.model, body=chat)
+            request,
+            ctx,
+            new_request(ctx, request_id, model=body.model, body=chat, principal=principal),
         )
     except GatewayError as exc:
         return gateway_error_response(exc, headers)

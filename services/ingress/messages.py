@@ -23,6 +23,7 @@ from services.ingress.anthropic_response import StreamTranslator, error_object, 
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.dispatch import (
+    authorize,
     check_model,
     exchange,
     new_request,
@@ -63,9 +64,10 @@ async def create_message(request: Request) -> Response:
     request_id = new_request_id()
     headers = {"x-request-id": request_id, "request-id": request_id}
     try:
+        principal = authorize(ctx, request)
         data = await read_json_object(request, ctx.settings.server.max_body_bytes)
         body = validate(MessagesRequest, data)
-        check_model(ctx, body.model)
+        check_model(ctx, body.model, principal)
         options = read_options(ctx, body.model, data, request.headers)
         message = new_request(
             ctx,
@@ -75,6 +77,7 @@ async def create_message(request: Request) -> Response:
             stream=bool(body.stream),
             include_usage=True,
             options=options,
+            principal=principal,
         )
         first, replies = await exchange(request, ctx, message)
     except GatewayError as exc:

@@ -11,18 +11,26 @@ from starlette.responses import Response
 from schemas import subjects as s
 from schemas.openai_chat import ModelCard, ModelList
 from services.ingress.context import IngressContext
-from services.ingress.http_errors import JSON
+from services.ingress.dispatch import authorize
+from services.ingress.http_errors import JSON, gateway_error_response
+from services.runtime.errors import GatewayError
 from services.runtime.version import VERSION
 
 
 async def list_models(request: Request) -> Response:
     ctx: IngressContext = request.app.state.ctx
+    try:
+        principal = authorize(ctx, request)
+    except GatewayError as exc:
+        return gateway_error_response(exc)
     cards = [
         ModelCard(id=alias, created=int(ctx.started), owned_by=dep.owned_by or dep.provider)
         for alias, dep in sorted(ctx.aliases.items())
+        if not principal.models or alias in principal.models
     ]
     auto = ctx.settings.routing.auto
-    if auto.enabled and auto.alias not in ctx.aliases:
+    allowed = not principal.models or auto.alias in principal.models
+    if auto.enabled and auto.alias not in ctx.aliases and allowed:
         cards.append(ModelCard(id=auto.alias, created=int(ctx.started), owned_by="igw"))
     return Response(ModelList(data=cards).model_dump_json(), media_type=JSON)
 

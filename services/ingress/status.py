@@ -10,14 +10,19 @@ from starlette.responses import Response
 
 from schemas import subjects as s
 from services.ingress.context import IngressContext
+from services.ingress.dispatch import authorize
 from services.ingress.http_errors import JSON, gateway_error_response
-from services.runtime.errors import ServiceUnavailable
+from services.runtime.errors import GatewayError, ServiceUnavailable
 
 STATUS_TIMEOUT_S = 2.0
 
 
 async def providers_status(request: Request) -> Response:
     ctx: IngressContext = request.app.state.ctx
+    try:
+        authorize(ctx, request).require("viewer")
+    except GatewayError as exc:
+        return gateway_error_response(exc)
     try:
         reply = await ctx.nc.request(s.ROUTER_STATUS, b"", timeout=STATUS_TIMEOUT_S)
     except Exception:  # no router answered (none running, or the bus is down)

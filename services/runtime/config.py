@@ -104,7 +104,12 @@ def _substitute(text: str, env: Mapping[str, str], where: str) -> str:
 
 
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    """``IGW_SERVER__PORT=9000`` sets ``server.port``; ``IGW_DATA_DIR`` sets ``data_dir``."""
+    """``IGW_SERVER__PORT=9000`` sets ``server.port``; ``IGW_DATA_DIR`` sets ``data_dir``;
+    ``IGW_MASTER_KEY`` sets ``auth.master_key``."""
+    if env.get("IGW_MASTER_KEY"):
+        raw.setdefault("auth", {})
+        if isinstance(raw["auth"], dict):
+            raw["auth"]["master_key"] = env["IGW_MASTER_KEY"]
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue

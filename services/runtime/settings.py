@@ -90,6 +90,20 @@ class WorkerSettings(_Section):
     max_keepalive: int = Field(128, ge=0)
 
 
+class AuthSettings(_Section):
+    master_key: SecretStr | None = Field(
+        None, description="admin key; also IGW_MASTER_KEY. None: the gateway is open"
+    )
+    key_secret: SecretStr | None = Field(
+        None, description="HMAC secret for stored key hashes; default: derived from master_key"
+    )
+
+    @field_validator("master_key", "key_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
 class CacheSettings(_Section):
     """Exact-match response cache for non-streaming chat completions (NATS KV)."""
 
@@ -256,6 +270,7 @@ class Settings(_Section):
     workers: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     cache: CacheSettings = CacheSettings()
+    auth: AuthSettings = AuthSettings()
     routing: RoutingSettings = RoutingSettings()
     models: list[ModelDeployment] = Field(default_factory=list)
 

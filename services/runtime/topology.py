@@ -69,6 +69,13 @@ def kv_configs(settings: Settings) -> list[KeyValueConfig]:
             replicas=settings.nats.stream_replicas,
         ),
         KeyValueConfig(
+            bucket=s.KV_KEYS,
+            description="virtual keys, stored as keyed hashes",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+        KeyValueConfig(
             bucket=s.KV_CACHE,
             description="cached non-streaming answers (x-gateway cache)",
             ttl=settings.cache.ttl_s,

@@ -1,0 +1,151 @@
+"""Who is calling: the master key, a virtual key, or nobody (an open gateway).
+
+Keys arrive as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The
+master key is compared in constant time; a virtual key is looked up by its
+keyed hash (HMAC-SHA-256 with the server secret), so the gateway never stores
+or logs a key. Each ingress keeps every key record in memory and follows the
+``igw_keys`` KV bucket, so a revoked or changed key takes effect on every
+replica as soon as the bucket's update arrives.
+
+With no master key configured the gateway is open: every caller is an admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+
+from schemas.keys import ROLE_RANK, KeyRecord, Role
+from services.runtime.errors import AuthenticationFailed, PermissionDenied
+from services.runtime.settings import AuthSettings
+
+log = logging.getLogger("igw.ingress.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: Role
+    token: str | None = None
+    """The key's hash (its id); None for the master key and an open gateway."""
+    models: tuple[str, ...] = ()
+    user_id: str | None = None
+    team_id: str | None = None
+    record: KeyRecord | None = None
+
+    def at_least(self, role: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    def require(self, role: Role) -> None:
+        if not self.at_least(role):
+            raise PermissionDenied(f"this needs a {role} key", code="insufficient_role")
+
+    def allow_model(self, model: str) -> None:
+        if self.models and model not in self.models:
+            raise PermissionDenied(
+                f"this key may not use model `{model}`", param="model", code="model_not_allowed"
+            )
+
+
+OPEN = Principal(role="admin")
+
+
+def hasher(settings: AuthSettings) -> bytes:
+    """The HMAC secret for key hashes: ``key_secret``, else derived from the master key."""
+    if settings.key_secret is not None:
+        return settings.key_secret.get_secret_value().encode()
+    master = settings.master_key.get_secret_value() if settings.master_key else ""
+    return hmac.new(master.encode(), b"igw virtual key hashes", hashlib.sha256).digest()
+
+
+def key_hash(secret: bytes, key: str) -> str:
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+
+
+def presented_key(headers: Headers) -> str | None:
+    value = headers.get("authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = headers.get("x-api-key")
+    return key.strip() if key else None
+
+
+@dataclass
+class KeyStore:
+    settings: AuthSettings
+    records: dict[str, KeyRecord] = field(default_factory=dict)
+    kv: KeyValue | None = None
+    _watcher: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.settings.master_key is None
+
+    @property
+    def secret(self) -> bytes:
+        return hasher(self.settings)
+
+    async def start(self, kv: KeyValue) -> None:
+        self.kv = kv
+        loaded = asyncio.Event()
+        watch = await kv.watchall()
+
+        async def follow() -> None:
+            async for entry in watch:
+                if entry is None:  # the initial values are all in
+                    loaded.set()
+                    continue
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    self.records.pop(entry.key, None)
+                    continue
+                with contextlib.suppress(ValidationError):
+                    self.records[entry.key] = KeyRecord.model_validate_json(entry.value)
+
+        self._watcher = asyncio.create_task(follow())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loaded.wait(), 10.0)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def authenticate(self, headers: Headers) -> Principal:
+        if self.open:
+            return OPEN
+        key = presented_key(headers)
+        if key is None:
+            raise AuthenticationFailed(
+                "missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key'",
+                code="missing_api_key",
+            )
+        master = self.settings.master_key
+        if master is not None and hmac.compare_digest(
+            key.encode(), master.get_secret_value().encode()
+        ):
+            return Principal(role="admin")
+        token = key_hash(self.secret, key)
+        record = self.records.get(token)
+        if record is None or not hmac.compare_digest(record.token, token):
+            raise AuthenticationFailed("invalid API key")
+        if record.blocked:
+            raise AuthenticationFailed("this API key was revoked", code="key_revoked")
+        if record.expires is not None and record.expires <= time.time():
+            raise AuthenticationFailed("this API key has expired", code="key_expired")
+        return Principal(
+            role=record.role,
+            token=record.token,
+            models=tuple(record.models),
+            user_id=record.user_id,
+            team_id=record.team_id,
+            record=record,
+        )

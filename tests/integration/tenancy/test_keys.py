@@ -1,0 +1,130 @@
+"""Virtual keys through real NATS: a gateway with a master key, the key admin API,
+roles, model permissions, revocation, expiry, and keys never leaking."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+MASTER = "sk-master-test-0123456789"
+USER: list[Any] = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root: Path = tmp_path_factory.mktemp("igw-keys")
+    stack = Stack(root)
+    stack.overrides = {"auth": {"master_key": MASTER}}
+    try:
+        stack.start_all()
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def admin(stack: Stack, method: str, path: str, key: str = MASTER, **kw: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"}
+    return httpx.request(method, f"{stack.base_url}{path}", headers=headers, timeout=10, **kw)
+
+
+def new_key(stack: Stack, by: str = MASTER, **fields: Any) -> str:
+    reply = admin(stack, "POST", "/key/generate", key=by, json=fields)
+    assert reply.status_code == 200, reply.text
+    key = reply.json()["key"]
+    assert key.startswith("sk-igw-") and len(key) > 40
+    return str(key)
+
+
+def sdk(stack: Stack, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=key, max_retries=0)
+
+
+def test_requests_need_a_valid_key(keyed: Stack) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        sdk(keyed, "sk-igw-not-a-real-key").chat.completions.create(model="sim", messages=USER)
+    missing = httpx.post(f"{keyed.base_url}/v1/chat/completions", json={}, timeout=10)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "missing_api_key"
+    by_header = httpx.post(
+        f"{keyed.base_url}/v1/chat/completions",
+        headers={"x-api-key": MASTER},
+        json={"model": "sim", "messages": USER},
+        timeout=10,
+    )
+    assert by_header.status_code == 200
+
+
+def test_a_key_for_some_models(keyed: Stack) -> None:
+    key = new_key(keyed, models=["sim"], duration="1h", key_alias="app-1")
+    client = sdk(keyed, key)
+    assert client.chat.completions.create(model="sim", messages=USER).choices
+    assert [m.id for m in client.models.list()] == ["sim"]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="sim-slow", messages=USER)
+    info = admin(keyed, "GET", "/key/info", key=key).json()
+    assert info["info"]["models"] == ["sim"] and info["info"]["key_alias"] == "app-1"
+    assert info["info"]["expires"] is not None and info["info"]["spend"] == 0.0
+
+
+def test_roles_and_minting_only_subsets(keyed: Stack) -> None:
+    viewer = new_key(keyed, role="viewer")
+    assert admin(keyed, "POST", "/key/generate", key=viewer, json={}).status_code == 403
+    assert admin(keyed, "GET", "/key/list", key=viewer).status_code == 200
+    assert admin(keyed, "GET", "/api/v1/providers/status", key=viewer).status_code == 200
+
+    user = new_key(keyed, models=["sim", "sim-slow"], rpm_limit=10)
+    assert admin(keyed, "GET", "/key/list", key=user).status_code == 403
+    stronger = admin(keyed, "POST", "/key/generate", key=user, json={"role": "viewer"})
+    assert stronger.status_code == 403
+    wider = admin(
+        keyed, "POST", "/key/generate", key=user, json={"models": ["sim-500"], "rpm_limit": 5}
+    )
+    assert wider.status_code == 403
+    child = new_key(keyed, by=user, models=["sim"], rpm_limit=5)
+    assert sdk(keyed, child).chat.completions.create(model="sim", messages=USER).choices
+
+
+def test_revoked_and_expired_keys_are_refused(keyed: Stack) -> None:
+    revoked = new_key(keyed)
+    assert sdk(keyed, revoked).chat.completions.create(model="sim", messages=USER).choices
+    deleted = admin(keyed, "POST", "/key/delete", json={"keys": [revoked]})
+    assert deleted.status_code == 200 and len(deleted.json()["deleted_keys"]) == 1
+    with pytest.raises(openai.AuthenticationError):
+        sdk(keyed, revoked).chat.completions.create(model="sim", messages=USER)
+
+    blocked = new_key(keyed)
+    assert admin(keyed, "POST", "/key/update", json={"key": blocked, "blocked": True}).is_success
+    with pytest.raises(openai.AuthenticationError) as caught:
+        sdk(keyed, blocked).chat.completions.create(model="sim", messages=USER)
+    assert caught.value.body["code"] == "key_revoked"  # type: ignore[index]
+
+    short = new_key(keyed, duration="0.5s")
+    deadline = time.monotonic() + 5
+    status = 200
+    while time.monotonic() < deadline and status == 200:
+        status = admin(keyed, "GET", "/v1/models", key=short).status_code
+    assert status == 401
+
+
+def test_keys_never_appear_in_logs_or_usage_rows(keyed: Stack) -> None:
+    canary = new_key(keyed, models=["sim"])
+    sdk(keyed, canary).chat.completions.create(model="sim", messages=USER)
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk(keyed, canary).chat.completions.create(model="sim-500", messages=USER)
+    token = admin(keyed, "GET", "/key/info", key=canary).json()["key"]
+    deadline, rows = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not rows:
+        rows = keyed.sql(f"SELECT key_id FROM requests WHERE key_id = '{token}'")
+    assert rows and rows[0][0] == token
+    assert canary not in keyed.logs() and MASTER not in keyed.logs()
+    assert canary not in str(keyed.sql("SELECT * FROM requests"))
