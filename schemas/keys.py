@@ -76,3 +76,63 @@ class DeleteKeysRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     keys: list[str] = Field(min_length=1, description="keys, or their tokens")
+
+
+class UserRecord(BaseModel):
+    """A user (``igw_keys`` bucket, key ``user.<user_id>``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = 1
+    user_id: str
+    user_email: str | None = None
+    user_role: Role = "user"
+    team_id: str | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    models: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+
+
+class TeamRecord(BaseModel):
+    """A team (``igw_keys`` bucket, key ``team.<team_id>``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = 1
+    team_id: str
+    team_alias: str | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    models: list[str] = Field(default_factory=list)
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+
+
+class NewUserRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@+-]{1,128}$")
+    user_email: str | None = Field(None, max_length=256)
+    user_role: Role = "user"
+    team_id: str | None = None
+    max_budget: float | None = Field(None, ge=0)
+    budget_duration: str | None = None
+    models: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class NewTeamRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    team_alias: str | None = Field(None, max_length=256)
+    max_budget: float | None = Field(None, ge=0)
+    budget_duration: str | None = None
+    models: list[str] | None = None
+    rpm_limit: int | None = Field(None, ge=1)
+    tpm_limit: int | None = Field(None, ge=1)
+    metadata: dict[str, Any] | None = None

@@ -112,6 +112,11 @@ async def generate_key(request: Request) -> Response:
             raise InvalidRequest(f"unknown model {unknown[0]!r}", param="models")
         if body.budget_duration:
             duration_s(body.budget_duration, "budget_duration")
+        if body.user_id is not None and body.user_id not in keys.users:
+            raise NotFound(f"no user {body.user_id!r}", param="user_id")
+        if body.team_id is not None and body.team_id not in keys.teams:
+            raise NotFound(f"no team {body.team_id!r}", param="team_id")
+        user = keys.users.get(body.user_id) if body.user_id else None
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         own = caller.record
         record = KeyRecord(
@@ -120,7 +125,9 @@ async def generate_key(request: Request) -> Response:
             role=body.role,
             models=body.models or list(caller.models),
             user_id=body.user_id or (own.user_id if own else None),
-            team_id=body.team_id or (own.team_id if own else None),
+            team_id=body.team_id
+            or (user.team_id if user else None)
+            or (own.team_id if own else None),
             max_budget=body.max_budget,
             budget_duration=body.budget_duration,
             rpm_limit=body.rpm_limit,

@@ -10,7 +10,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from schemas import subjects as s
-from services.ingress import admin_keys, chat, embeddings, infer, messages, meta, status
+from services.ingress import (
+    admin_keys,
+    admin_people,
+    chat,
+    embeddings,
+    infer,
+    messages,
+    meta,
+    status,
+)
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
@@ -83,6 +92,10 @@ def create_app(settings: Settings) -> FastPath:
     app.router.add_route("/key/update", admin_keys.update_key, methods=["POST"])
     app.router.add_route("/key/delete", admin_keys.delete_keys, methods=["POST"])
     app.router.add_route("/key/list", admin_keys.list_keys, methods=["GET"])
+    app.router.add_route("/user/new", admin_people.new_user, methods=["POST"])
+    app.router.add_route("/user/info", admin_people.user_info, methods=["GET"])
+    app.router.add_route("/team/new", admin_people.new_team, methods=["POST"])
+    app.router.add_route("/team/info", admin_people.team_info, methods=["GET"])
     app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
     app.router.add_route("/api/v1/providers/status", status.providers_status, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])

@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
-from schemas.keys import ROLE_RANK, KeyRecord, Role
+from schemas.keys import ROLE_RANK, KeyRecord, Role, TeamRecord, UserRecord
 from services.runtime.errors import AuthenticationFailed, PermissionDenied
 from services.runtime.settings import AuthSettings
 
@@ -84,6 +84,8 @@ def presented_key(headers: Headers) -> str | None:
 class KeyStore:
     settings: AuthSettings
     records: dict[str, KeyRecord] = field(default_factory=dict)
+    users: dict[str, UserRecord] = field(default_factory=dict)
+    teams: dict[str, TeamRecord] = field(default_factory=dict)
     kv: KeyValue | None = None
     _watcher: asyncio.Task[None] | None = None
 
@@ -105,15 +107,30 @@ class KeyStore:
                 if entry is None:  # the initial values are all in
                     loaded.set()
                     continue
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    self.records.pop(entry.key, None)
-                    continue
-                with contextlib.suppress(ValidationError):
-                    self.records[entry.key] = KeyRecord.model_validate_json(entry.value)
+                self._apply(entry.key, None if entry.operation in ("DEL", "PURGE") else entry.value)
 
         self._watcher = asyncio.create_task(follow())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(loaded.wait(), 10.0)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        """One bucket entry: ``user.<id>``, ``team.<id>``, or a key's token."""
+        kind, _, name = key.partition(".")
+        with contextlib.suppress(ValidationError):
+            if kind == "user" and name:
+                if value:
+                    self.users[name] = UserRecord.model_validate_json(value)
+                else:
+                    self.users.pop(name, None)
+            elif kind == "team" and name:
+                if value:
+                    self.teams[name] = TeamRecord.model_validate_json(value)
+                else:
+                    self.teams.pop(name, None)
+            elif value:
+                self.records[key] = KeyRecord.model_validate_json(value)
+            else:
+                self.records.pop(key, None)
 
     async def stop(self) -> None:
         if self._watcher is not None:

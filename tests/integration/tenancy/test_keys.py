@@ -128,3 +128,34 @@ def test_keys_never_appear_in_logs_or_usage_rows(keyed: Stack) -> None:
     assert rows and rows[0][0] == token
     assert canary not in keyed.logs() and MASTER not in keyed.logs()
     assert canary not in str(keyed.sql("SELECT * FROM requests"))
+
+
+def test_the_seed_client_flow_with_users_and_teams(keyed: Stack) -> None:
+    team = admin(keyed, "POST", "/team/new", json={"team_id": "research", "max_budget": 50})
+    assert team.status_code == 200, team.text
+    user = admin(
+        keyed, "POST", "/user/new", json={"user_email": "john@example.com", "team_id": "research"}
+    ).json()
+    user_id = user["user_id"]
+    key = new_key(keyed, user_id=user_id, models=["sim", "sim-echo"], duration="7d")
+
+    reply = sdk(keyed, key).chat.completions.create(
+        model="sim", messages=[{"role": "user", "content": "What is machine learning?"}]
+    )
+    assert reply.choices[0].message.content
+
+    key_info = admin(keyed, "GET", "/key/info", key=key).json()["info"]
+    assert key_info["user_id"] == user_id and key_info["team_id"] == "research"
+    assert key_info["spend"] == 0.0
+    own = admin(keyed, "GET", "/user/info", key=key).json()
+    assert own["user_id"] == user_id and own["keys"] == [key_info["token"]]
+    members = admin(keyed, "GET", "/team/info", key=key, params={"team_id": "research"}).json()
+    assert members["members"] == [user_id] and members["team_info"]["max_budget"] == 50
+
+    stranger = new_key(keyed)
+    assert (
+        admin(keyed, "GET", "/user/info", key=stranger, params={"user_id": user_id}).status_code
+        == 403
+    )
+    assert admin(keyed, "POST", "/user/new", key=key, json={}).status_code == 403
+    assert admin(keyed, "POST", "/key/generate", json={"user_id": "nobody"}).status_code == 404
