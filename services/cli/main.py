@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from services.cli import admin
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.errors import StartupError
 from services.runtime.logs import setup_logging
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.add_argument("--max-rows", type=int, default=None)
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    admin.add_parsers(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -206,6 +208,9 @@ _COMMANDS = {
     "init": _init,
     "check": _check,
     "sql": _sql,
+    "keys": admin.keys_command,
+    "users": admin.users_command,
+    "teams": admin.teams_command,
 }
 
 

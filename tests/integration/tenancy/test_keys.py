@@ -3,6 +3,9 @@ roles, model permissions, revocation, expiry, and keys never leaking."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +162,41 @@ def test_the_seed_client_flow_with_users_and_teams(keyed: Stack) -> None:
     )
     assert admin(keyed, "POST", "/user/new", key=key, json={}).status_code == 403
     assert admin(keyed, "POST", "/key/generate", json={"user_id": "nobody"}).status_code == 404
+
+
+def cli(stack: Stack, *args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args, "--url", stack.base_url, "--key", MASTER],
+        env=stack.env(),
+        capture_output=True,
+        cwd=stack.root,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode() + done.stdout.decode()
+    return json.loads(done.stdout)
+
+
+def test_the_admin_cli(keyed: Stack) -> None:
+    team = cli(keyed, "teams", "create", "--team-id", "cli-team")
+    assert team["team_id"] == "cli-team"
+    user = cli(keyed, "users", "create", "--email", "ann@example.com", "--team-id", "cli-team")
+    made = cli(
+        keyed, "keys", "create", "--models", "sim", "--duration", "1d", "--user-id", user["user_id"]
+    )
+    assert made["key"].startswith("sk-igw-") and made["team_id"] == "cli-team"
+    assert sdk(keyed, made["key"]).chat.completions.create(model="sim", messages=USER).choices
+    assert cli(keyed, "keys", "info", made["key"])["info"]["models"] == ["sim"]
+    assert made["token"] in cli(keyed, "keys", "list")["keys"]
+    assert cli(keyed, "users", "info", user["user_id"])["keys"] == [made["token"]]
+    assert cli(keyed, "teams", "info", "cli-team")["members"] == [user["user_id"]]
+    cli(keyed, "keys", "revoke", made["token"])
+    with pytest.raises(openai.AuthenticationError):
+        sdk(keyed, made["key"]).chat.completions.create(model="sim", messages=USER)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.cli", "keys", "list", "--url", keyed.base_url,
+         "--key", "sk-igw-wrong"],
+        env=keyed.env(), capture_output=True, cwd=keyed.root, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1 and b"401" in refused.stderr
