@@ -29,13 +29,9 @@ the response started, which makes uvicorn drop the connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import replace
-from random import getrandbits
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qsl, unquote
 
 import orjson
@@ -54,17 +50,25 @@ from services.simulator.dialect import (
 from services.simulator.dialects import DIALECTS
 from services.simulator.dialects.openai import error_body
 from services.simulator.engine import DEFAULT_EMBED_DIMENSIONS, embed_vector, plan, text_tokens
+from services.simulator.exchange import (
+    JSON_HEADER,
+    ClientWatch,
+    Receive,
+    Scope,
+    Send,
+    SimulatedReset,
+    abort,
+    as_seconds,
+    new_request_id,
+    read_body,
+    send_json,
+    send_not_found,
+    send_sim_error,
+)
 from services.simulator.stats import Stats
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_JSON: Final = (b"content-type", b"application/json")
 _NO_CACHE: Final = (b"cache-control", b"no-cache")
 _STREAM_FAULTS: Final = frozenset({"cut", "reset", "malformed", "stall"})
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 _MAX_WAIT_S: Final = 300.0
 MALFORMED_BODY: Final = b"{not json"
 _BAD_JSON: Final = (
@@ -83,120 +87,6 @@ _FAULT_MESSAGES: Final = {
     "unavailable": "The service is temporarily unavailable (simulated fault).",
     "overloaded": "Overloaded (simulated fault).",
 }
-
-
-class SimulatedReset(ConnectionResetError):
-    """Raised inside the app to make the server drop the connection (fallback for ``reset``)."""
-
-
-class _Client:
-    """The client side of one exchange: waits that end early when the client disconnects.
-
-    Disconnects are seen by a task reading ``receive`` (started lazily, only when the
-    exchange has to wait), which returns once the server reports ``http.disconnect``.
-    """
-
-    __slots__ = ("_receive", "_watcher")
-
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self._watcher: asyncio.Task[None] | None = None
-
-    async def _watch(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-
-    def watcher(self) -> asyncio.Task[None]:
-        """The task that completes when the client disconnects (started on first use)."""
-        if self._watcher is None:
-            self._watcher = asyncio.ensure_future(self._watch())
-        return self._watcher
-
-    def gone(self) -> bool:
-        return self._watcher is not None and self._watcher.done()
-
-    async def pause(self, seconds: float | None) -> bool:
-        """Wait ``seconds`` (None: forever). True if the client disconnected meanwhile."""
-        if seconds is not None and seconds <= 0:
-            return self.gone()
-        task = self.watcher()
-        if task.done():
-            return True
-        done, _ = await asyncio.wait((task,), timeout=seconds)
-        return bool(done)
-
-    def close(self) -> None:
-        if self._watcher is not None and not self._watcher.done():
-            self._watcher.cancel()
-
-
-def new_request_id() -> bytes:
-    return f"req_{getrandbits(128):032x}".encode()
-
-
-def _seconds(ms: float | None) -> float | None:
-    return None if ms is None else ms / 1000.0
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client disconnected first."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    parts = [body]
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-async def _send_json(
-    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                _JSON,
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", new_request_id()),
-                *extra,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_sim_error(send: Send, dialect: Dialect, error: SimError) -> None:
-    status, headers, body = dialect.error(error)
-    await _send_json(send, status, body, tuple(headers))
-
-
-async def _send_not_found(send: Send, method: str, path: str) -> None:
-    body = error_body(f"Invalid URL ({method} {path})", "invalid_request_error", None, None)
-    await _send_json(send, 404, body)
-
-
-async def _abort(send: Send, client: _Client) -> None:
-    """Drop the connection abruptly (see the module docstring)."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    abort = getattr(transport, "abort", None)
-    if transport is None or abort is None:
-        raise SimulatedReset("simulated connection reset")
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    abort()
-    # Let the server notice the lost connection so it does not answer a 500 itself.
-    await client.pause(1.0)
 
 
 MODEL_CREATED: Final = 1_700_000_000
@@ -269,19 +159,19 @@ class SimulatorApp:
                 else:
                     await self._chat(dialect, call, scope, receive, send)
             elif method == "GET" and path in ("/v1/models", "/models"):
-                await _send_json(send, 200, orjson.dumps({"object": "list", "data": [_MODEL]}))
+                await send_json(send, 200, orjson.dumps({"object": "list", "data": [_MODEL]}))
             elif method == "GET" and path in ("/v1/models/sim", "/models/sim"):
-                await _send_json(send, 200, orjson.dumps(_MODEL))
+                await send_json(send, 200, orjson.dumps(_MODEL))
             elif method == "GET" and path == "/_sim/stats":
-                await _send_json(send, 200, orjson.dumps(self.stats.snapshot()))
+                await send_json(send, 200, orjson.dumps(self.stats.snapshot()))
             elif method == "GET" and path == "/_sim/wait":
                 await self._wait(scope, receive, send)
             elif method == "POST" and path == "/_sim/reset":
                 self.stats.reset()
                 self._fault_counts.clear()
-                await _send_json(send, 200, orjson.dumps(self.stats.snapshot()))
+                await send_json(send, 200, orjson.dumps(self.stats.snapshot()))
             else:
-                await _send_not_found(send, method, path)
+                await send_not_found(send, method, path)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -302,16 +192,16 @@ class SimulatorApp:
             body = error_body(
                 f"Unknown counter {counter!r}", "invalid_request_error", "counter", None
             )
-            await _send_json(send, 400, body)
+            await send_json(send, 400, body)
             return
         try:
             value = int(query.get("value", "1"))
             timeout = min(float(query.get("timeout", "5")), _MAX_WAIT_S)
         except ValueError:
             body = error_body("Invalid 'value' or 'timeout'", "invalid_request_error", None, None)
-            await _send_json(send, 400, body)
+            await send_json(send, 400, body)
             return
-        client = _Client(receive)
+        client = ClientWatch(receive)
         waiter = asyncio.ensure_future(self.stats.wait_for(counter, value, timeout))
         try:
             watcher = client.watcher()
@@ -322,7 +212,7 @@ class SimulatorApp:
         finally:
             waiter.cancel()
             client.close()
-        await _send_json(send, 200 if reached else 408, orjson.dumps(self.stats.snapshot()))
+        await send_json(send, 200 if reached else 408, orjson.dumps(self.stats.snapshot()))
 
     def _transient(self, behaviour: Behaviour) -> Behaviour:
         """``fault_times=N``: the fault applies to the first N requests of this model string."""
@@ -336,13 +226,13 @@ class SimulatorApp:
     # -- embeddings ----------------------------------------------------------------------------
 
     async def _embed(self, dialect: Dialect, call: Call, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await _send_sim_error(send, dialect, SimError(400, _BAD_JSON))
+            await send_sim_error(send, dialect, SimError(400, _BAD_JSON))
             return
         self.stats.last_request = payload
         self.stats.record_headers(list(_raw_headers(call)))
@@ -351,19 +241,19 @@ class SimulatorApp:
             behaviour = parse_behaviour(request.model, request.header_behaviour)
         except BehaviourError as exc:
             error = SimError(400, exc.message, param=exc.key, code="invalid_sim_behaviour")
-            await _send_sim_error(send, dialect, error)
+            await send_sim_error(send, dialect, error)
             return
         except SimError as exc:
-            await _send_sim_error(send, dialect, exc)
+            await send_sim_error(send, dialect, exc)
             return
         if behaviour.fault in ERROR_FAULTS:
             self.stats.fault(behaviour.fault)
-            await _send_sim_error(send, dialect, _fault_error(behaviour))
+            await send_sim_error(send, dialect, _fault_error(behaviour))
             return
         dimensions = request.dimensions or DEFAULT_EMBED_DIMENSIONS
         vectors = [embed_vector(text, dimensions) for text in request.inputs]
         tokens = sum(text_tokens(text) for text in request.inputs)
-        await _send_json(send, 200, dialect.embed_response(call, request, vectors, tokens))
+        await send_json(send, 200, dialect.embed_response(call, request, vectors, tokens))
 
     # -- chat ----------------------------------------------------------------------------------
 
@@ -372,7 +262,7 @@ class SimulatorApp:
     ) -> None:
         stats = self.stats
         stats.begin()
-        client = _Client(receive)
+        client = ClientWatch(receive)
         disconnected = False
         try:
             disconnected = await self._chat_exchange(dialect, call, scope, receive, send, client)
@@ -390,18 +280,18 @@ class SimulatorApp:
         scope: Scope,
         receive: Receive,
         send: Send,
-        client: _Client,
+        client: ClientWatch,
     ) -> bool:
         """Answer one chat request. Returns True if the client disconnected first."""
         stats = self.stats
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return True
         stats.record_headers(scope["headers"])
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await _send_sim_error(send, dialect, SimError(400, _BAD_JSON))
+            await send_sim_error(send, dialect, SimError(400, _BAD_JSON))
             return False
         stats.last_request = payload
         try:
@@ -411,10 +301,10 @@ class SimulatorApp:
                 answer = plan(request, behaviour)
         except BehaviourError as exc:
             error = SimError(400, exc.message, param=exc.key, code="invalid_sim_behaviour")
-            await _send_sim_error(send, dialect, error)
+            await send_sim_error(send, dialect, error)
             return False
         except SimError as exc:
-            await _send_sim_error(send, dialect, exc)
+            await send_sim_error(send, dialect, exc)
             return False
 
         fault = behaviour.fault
@@ -422,12 +312,12 @@ class SimulatorApp:
             if behaviour.ttft_ms > 0 and await client.pause(behaviour.ttft_ms / 1000.0):
                 return True
             stats.fault(fault)
-            await _send_sim_error(send, dialect, _fault_error(behaviour))
+            await send_sim_error(send, dialect, _fault_error(behaviour))
             return False
 
         if fault == "stall" and behaviour.fault_after is None:
             stats.fault("stall")
-            if await client.pause(_seconds(behaviour.stall_ms)):
+            if await client.pause(as_seconds(behaviour.stall_ms)):
                 return True
         stream = request.stream or call.route.operation == "stream"
         if stream:
@@ -437,7 +327,7 @@ class SimulatorApp:
         return await self._complete(send, client, body, behaviour)
 
     async def _complete(
-        self, send: Send, client: _Client, body: bytes, behaviour: Behaviour
+        self, send: Send, client: ClientWatch, body: bytes, behaviour: Behaviour
     ) -> bool:
         stats = self.stats
         fault = behaviour.fault
@@ -445,7 +335,7 @@ class SimulatorApp:
             return True
         if fault == "reset":
             stats.fault("reset")
-            await _abort(send, client)
+            await abort(send, client)
             return False
         if fault == "stall":  # with fault_after: headers go out, the body stalls
             stats.fault("stall")
@@ -453,10 +343,10 @@ class SimulatorApp:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [_JSON, (b"x-request-id", new_request_id())],
+                    "headers": [JSON_HEADER, (b"x-request-id", new_request_id())],
                 }
             )
-            if await client.pause(_seconds(behaviour.stall_ms)):
+            if await client.pause(as_seconds(behaviour.stall_ms)):
                 return True
             await send({"type": "http.response.body", "body": body})
             return False
@@ -466,13 +356,13 @@ class SimulatorApp:
         elif fault == "malformed":
             stats.fault("malformed")
             body = MALFORMED_BODY
-        await _send_json(send, 200, body)
+        await send_json(send, 200, body)
         return False
 
     async def _stream(
         self,
         send: Send,
-        client: _Client,
+        client: ClientWatch,
         encoder: StreamEncoder,
         answer: Answer,
         behaviour: Behaviour,
@@ -520,9 +410,9 @@ class SimulatorApp:
                 else:
                     await flush()
                     if fault == "reset":
-                        await _abort(send, client)
+                        await abort(send, client)
                         return False
-                    if await client.pause(_seconds(behaviour.stall_ms)):  # stall
+                    if await client.pause(as_seconds(behaviour.stall_ms)):  # stall
                         return True
             if index == len(pieces):
                 break
