@@ -31,8 +31,9 @@ from services.workers.http import UpstreamHTTP
 from services.workers.protocol import StreamEvent, UpstreamCall
 from services.workers.sse import SSEMessage
 from tests.unit.simulator.conftest import Sim, sim  # noqa: F401  (the simulator fixture)
+from tests.unit.workers.adapter_kit import USER, call
+from tests.unit.workers.adapter_kit import collect as _collect
 
-USER: list[Any] = [{"role": "user", "content": "one two three"}]  # 4 prompt tokens
 PNG = "data:image/png;base64,iVBORw0KGgo="
 TOOLS: list[Any] = [
     {
@@ -57,13 +58,6 @@ def deployment(base_url: str = "http://127.0.0.1:1", **fields: Any) -> ModelDepl
     )
 
 
-def call(
-    dep: ModelDeployment, model: str = "sim", stream: bool = False, **body: Any
-) -> UpstreamCall:
-    body.setdefault("messages", USER)
-    return UpstreamCall(dep, {"model": model, **body}, stream=stream, timeout_s=10)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def adapter() -> AsyncIterator[AnthropicAdapter]:
     http = UpstreamHTTP(WorkerSettings())
@@ -74,10 +68,6 @@ async def adapter() -> AsyncIterator[AnthropicAdapter]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def dep(sim: Sim) -> ModelDeployment:  # noqa: F811
     return deployment(sim.url)
-
-
-async def _collect(adapter: AnthropicAdapter, upstream: UpstreamCall) -> list[StreamEvent]:
-    return [event async for event in adapter.stream(upstream)]
 
 
 async def _drain(

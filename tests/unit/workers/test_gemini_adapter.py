@@ -32,8 +32,9 @@ from services.workers.adapters.gemini_mapping import chat_request, embed_request
 from services.workers.http import UpstreamHTTP
 from services.workers.protocol import StreamEvent, UpstreamCall
 from tests.unit.simulator.conftest import Sim, sim  # noqa: F401  (the simulator fixture)
+from tests.unit.workers.adapter_kit import USER, call
+from tests.unit.workers.adapter_kit import collect as _collect
 
-USER: list[Any] = [{"role": "user", "content": "one two three"}]  # 4 prompt tokens
 PNG_B64 = "iVBORw0KGgo="
 PNG = f"data:image/png;base64,{PNG_B64}"
 TOOLS: list[Any] = [
@@ -58,13 +59,6 @@ def deployment(base_url: str, **fields: Any) -> ModelDeployment:
     return ModelDeployment(alias="m", provider="gemini", base_url=base_url, model="sim", **fields)
 
 
-def call(
-    dep: ModelDeployment, model: str = "sim", stream: bool = False, **body: Any
-) -> UpstreamCall:
-    body.setdefault("messages", USER)
-    return UpstreamCall(dep, {"model": model, **body}, stream=stream, timeout_s=10)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def adapter() -> AsyncIterator[GeminiAdapter]:
     http = UpstreamHTTP(WorkerSettings())
@@ -75,10 +69,6 @@ async def adapter() -> AsyncIterator[GeminiAdapter]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def dep(sim: Sim) -> ModelDeployment:  # noqa: F811
     return deployment(sim.url)
-
-
-async def _collect(adapter: GeminiAdapter, upstream: UpstreamCall) -> list[StreamEvent]:
-    return [event async for event in adapter.stream(upstream)]
 
 
 async def _drain(adapter: GeminiAdapter, upstream: UpstreamCall, into: list[StreamEvent]) -> None:

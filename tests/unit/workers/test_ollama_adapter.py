@@ -31,8 +31,9 @@ from services.workers.adapters.ollama_mapping import chat_request, embed_request
 from services.workers.http import UpstreamHTTP
 from services.workers.protocol import StreamEvent, UpstreamCall
 from tests.unit.simulator.conftest import Sim, sim  # noqa: F401  (the simulator fixture)
+from tests.unit.workers.adapter_kit import USER, call
+from tests.unit.workers.adapter_kit import collect as _collect
 
-USER: list[Any] = [{"role": "user", "content": "one two three"}]  # 4 prompt tokens
 PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
     "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -57,13 +58,6 @@ def deployment(base_url: str, **fields: Any) -> ModelDeployment:
     return ModelDeployment(alias="m", provider="ollama", base_url=base_url, model="sim", **fields)
 
 
-def call(
-    dep: ModelDeployment, model: str = "sim", stream: bool = False, **body: Any
-) -> UpstreamCall:
-    body.setdefault("messages", USER)
-    return UpstreamCall(dep, {"model": model, **body}, stream=stream, timeout_s=10)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def adapter() -> AsyncIterator[OllamaAdapter]:
     http = UpstreamHTTP(WorkerSettings())
@@ -74,10 +68,6 @@ async def adapter() -> AsyncIterator[OllamaAdapter]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def dep(sim: Sim) -> ModelDeployment:  # noqa: F811
     return deployment(sim.url)
-
-
-async def _collect(adapter: OllamaAdapter, upstream: UpstreamCall) -> list[StreamEvent]:
-    return [event async for event in adapter.stream(upstream)]
 
 
 async def _drain(adapter: OllamaAdapter, upstream: UpstreamCall, into: list[StreamEvent]) -> None:
