@@ -71,6 +71,7 @@ class InferenceRequest(BusMessage):
     attempt: int = 1
     key_id: str | None = None
     tenant: str | None = None
+    user_id: str | None = None
     model: str = Field(description="the gateway alias the client asked for")
     operation: Operation = "chat"
     stream: bool = False
@@ -177,6 +178,7 @@ class UsageEvent(BusMessage):
     ts: float = Field(description="epoch seconds when the attempt started")
     key_id: str | None = None
     tenant: str | None = None
+    user_id: str | None = None
     model: str
     provider: str
     deployment: str
@@ -194,6 +196,9 @@ class UsageEvent(BusMessage):
     error_type: str | None = None
     http_status: int = 200
     finish_reason: str | None = None
+    final: bool = Field(
+        True, description="False when another attempt of the request follows this one"
+    )
 
 
 class Cancel(BusMessage):

@@ -43,6 +43,8 @@ class Stack:
     extra_models: list[dict[str, Any]] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES
+    replica_ports: dict[str, int] = field(default_factory=dict)
+    """HTTP ports of extra ingress replicas ("ingress-2", ...), each its own process."""
 
     @property
     def config_path(self) -> Path:
@@ -147,15 +149,22 @@ class Stack:
         )
         self.procs["nats"] = natsserver.start(spec, self.root / "nats.log")
 
+    def replica_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.replica_ports[name]}"
+
     def start(self, name: str) -> None:
+        env = self.env()
         if name.startswith("worker-"):
             args = ["worker", "--provider", name.split("-", 1)[1]]
         else:
             args = [name.split("-", 1)[0]]  # "router-2": a second router replica
+        if name.startswith("ingress-"):
+            port = self.replica_ports.setdefault(name, natsserver.free_port())
+            env["IGW_SERVER__PORT"] = str(port)
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
-            env=self.env(),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.root,
@@ -171,6 +180,7 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         checks = {f"{self.base_url}/ready": 200, f"{self.sim_url}/_sim/stats": 200}
+        checks.update({f"{self.replica_url(n)}/ready": 200 for n in self.replica_ports})
         while checks and time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
@@ -206,7 +216,8 @@ class Stack:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{self.log(n)}" for n in ("nats", *self.services))
+        names = dict.fromkeys(("nats", *self.services, *self.replica_ports))
+        return "\n".join(f"--- {n}\n{self.log(n)}" for n in names)
 
     def sim_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.sim_url}/_sim/stats", timeout=5).json()  # type: ignore[no-any-return]

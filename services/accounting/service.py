@@ -3,6 +3,8 @@
 * Usage: the durable pull consumer ``accounting`` on IGW_USAGE, read by a
   ``UsagePuller`` into the ``UsageWriter``, which acks after the insert
   (see ``puller`` for why this is not a FastStream batch subscriber).
+* Spend: a ``Settler`` reading IGW_USAGE in order into the ``igw_spend`` KV
+  records that budgets read (see ``settler``).
 * SQL: a FastStream ``NatsBroker`` subscriber on ``igw.accounting.sql`` (queue
   group ``accounting``) answering read-only queries from the store; with the
   embedded engine no other process may open it.
@@ -26,12 +28,15 @@ from schemas.bus import SqlResult
 from schemas.subjects import (
     ACCOUNTING_SQL,
     CONSUMER_ACCOUNTING,
+    KV_SPEND,
+    KV_SPEND_STREAM,
     STREAM_USAGE,
     USAGE_WILDCARD,
 )
 from services.accounting import responder
 from services.accounting.consumer import consumer_config, ensure_consumer
 from services.accounting.puller import UsagePuller
+from services.accounting.settler import Settler
 from services.accounting.store import ClickHouseStore, UsageStore
 from services.accounting.writer import UsageWriter
 from services.runtime.bus import connect, wait_for_streams
@@ -60,7 +65,7 @@ async def serve(
         nc = await connect(settings, "accounting")
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
-        await wait_for_streams(js, [STREAM_USAGE], STREAMS_TIMEOUT_S)
+        await wait_for_streams(js, [STREAM_USAGE, KV_SPEND_STREAM], STREAMS_TIMEOUT_S)
         config = consumer_config(settings, ack_wait_s)
         await ensure_consumer(js, config)
         subscription = await js.pull_subscribe(
@@ -78,13 +83,17 @@ async def serve(
         stack.callback(timer.cancel)
         pulling = asyncio.create_task(puller.run(), name="accounting-puller")
         stack.callback(pulling.cancel)
+        settler = Settler(js, await js.key_value(KV_SPEND))
+        settling = asyncio.create_task(settler.run(), name="accounting-spend-settler")
+        stack.callback(settling.cancel)
 
         broker = build_broker(settings, store)
         stack.push_async_callback(broker.stop)
         await broker.start()
         log.info("accounting ready: consuming %s, answering %s", STREAM_USAGE, ACCOUNTING_SQL)
 
-        await _until_stopped(stop, pulling, timer)
+        await _until_stopped(stop, pulling, timer, settling)
+        await settler.stop()
         await puller.stop()
         await asyncio.wait_for(pulling, GRACEFUL_TIMEOUT_S)  # the current fetch is handed over
         stored = await writer.close()

@@ -9,7 +9,6 @@ generated; afterwards it is named by its ``token`` (its keyed hash).
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -31,19 +30,8 @@ from services.ingress.auth import KeyStore, Principal, key_hash
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, gateway_error_response
+from services.runtime.durations import duration_s
 from services.runtime.errors import GatewayError, InvalidRequest, NotFound, PermissionDenied
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_s(text: str, param: str) -> float:
-    match = _DURATION.match(text)
-    if match is None:
-        raise InvalidRequest(
-            f"'{param}' must look like 30s, 15m, 12h or 7d, not {text!r}", param=param
-        )
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _iso(ts: float | None) -> str | None:
@@ -54,6 +42,13 @@ def _public(record: KeyRecord) -> dict[str, Any]:
     out = record.model_dump(exclude={"schema_version"})
     out["expires"] = _iso(record.expires)
     out["spend"] = 0.0
+    return out
+
+
+async def _with_spend(ctx: IngressContext, record: KeyRecord) -> dict[str, Any]:
+    out = _public(record)
+    if ctx.admission is not None:
+        out.update(await ctx.admission.spend_of("key", record.token))
     return out
 
 
@@ -145,7 +140,7 @@ async def generate_key(request: Request) -> Response:
 
 
 async def key_info(request: Request) -> Response:
-    _, keys = _ctx(request)
+    ctx, keys = _ctx(request)
     try:
         caller = keys.authenticate(request.headers)
         wanted = request.query_params.get("key")
@@ -159,7 +154,7 @@ async def key_info(request: Request) -> Response:
             caller.require("viewer")
     except GatewayError as exc:
         return gateway_error_response(exc)
-    return _json({"key": record.token, "info": _public(record)})
+    return _json({"key": record.token, "info": await _with_spend(ctx, record)})
 
 
 async def update_key(request: Request) -> Response:

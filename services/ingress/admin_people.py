@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas.keys import NewTeamRequest, NewUserRequest, TeamRecord, UserRecord
-from services.ingress.admin_keys import duration_s
+from schemas.limits import Holder
 from services.ingress.auth import KeyStore, Principal
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, gateway_error_response
+from services.runtime.durations import duration_s
 from services.runtime.errors import GatewayError, InvalidRequest, NotFound
 
 
@@ -81,7 +82,7 @@ async def new_user(request: Request) -> Response:
 
 
 async def user_info(request: Request) -> Response:
-    _, keys = _store_of(request)
+    ctx, keys = _store_of(request)
     try:
         caller = keys.authenticate(request.headers)
         user_id = request.query_params.get("user_id") or caller.user_id
@@ -94,7 +95,7 @@ async def user_info(request: Request) -> Response:
     except GatewayError as exc:
         return gateway_error_response(exc)
     tokens = sorted(t for t, k in keys.records.items() if k.user_id == user_id)
-    info = {**record.model_dump(exclude={"schema_version"}), "spend": 0.0}
+    info = {**record.model_dump(exclude={"schema_version"}), **await _spend(ctx, "user", user_id)}
     return _json({"user_id": user_id, "user_info": info, "keys": tokens})
 
 
@@ -128,7 +129,7 @@ async def new_team(request: Request) -> Response:
 
 
 async def team_info(request: Request) -> Response:
-    _, keys = _store_of(request)
+    ctx, keys = _store_of(request)
     try:
         caller = keys.authenticate(request.headers)
         team_id = request.query_params.get("team_id") or caller.team_id
@@ -142,8 +143,14 @@ async def team_info(request: Request) -> Response:
         return gateway_error_response(exc)
     members = sorted(u for u, r in keys.users.items() if r.team_id == team_id)
     tokens = sorted(t for t, k in keys.records.items() if k.team_id == team_id)
-    info = {**record.model_dump(exclude={"schema_version"}), "spend": 0.0}
+    info = {**record.model_dump(exclude={"schema_version"}), **await _spend(ctx, "team", team_id)}
     return _json({"team_id": team_id, "team_info": info, "members": members, "keys": tokens})
+
+
+async def _spend(ctx: IngressContext, holder: Holder, ident: str) -> dict[str, Any]:
+    if ctx.admission is None:
+        return {"spend": 0.0}
+    return await ctx.admission.spend_of(holder, ident)
 
 
 async def _put(keys: KeyStore, key: str, value: bytes) -> None:

@@ -20,9 +20,11 @@ from services.ingress import (
     meta,
     status,
 )
+from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
+from services.ingress.idempotency import IdempotencyStore
 from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
 from services.ingress.replies import ReplyMux
@@ -40,7 +42,16 @@ def create_app(settings: Settings) -> FastPath:
         nc = await connect(settings, "ingress")
         js = nc.jetstream()
         await wait_for_streams(
-            js, [s.STREAM_REQUESTS, s.KV_CACHE_STREAM, s.KV_KEYS_STREAM], wait_s=30.0
+            js,
+            [
+                s.STREAM_REQUESTS,
+                s.KV_CACHE_STREAM,
+                s.KV_KEYS_STREAM,
+                s.KV_IDEMPOTENCY_STREAM,
+                s.KV_SPEND_STREAM,
+                s.KV_LIMITS_STREAM,
+            ],
+            wait_s=30.0,
         )
         cache = ResponseCache(await js.key_value(s.KV_CACHE))
         keys = KeyStore(settings.auth)
@@ -60,6 +71,15 @@ def create_app(settings: Settings) -> FastPath:
             aliases=settings.aliases(),
             cache=cache,
             keys=keys,
+            idempotency=IdempotencyStore(
+                await js.key_value(s.KV_IDEMPOTENCY), settings.idempotency
+            ),
+            admission=Admission(
+                settings,
+                keys,
+                spend=await js.key_value(s.KV_SPEND),
+                limits=await js.key_value(s.KV_LIMITS),
+            ),
         )
         tune_gc()
         log.info(

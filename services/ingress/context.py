@@ -13,8 +13,10 @@ from nats.js import JetStreamContext
 
 from schemas import subjects as s
 from schemas.bus import Cancel
+from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
+from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
 from services.runtime.settings import ModelDeployment, Settings
 
@@ -30,6 +32,8 @@ class IngressContext:
     aliases: dict[str, ModelDeployment]
     cache: ResponseCache | None = None
     keys: KeyStore | None = None
+    idempotency: IdempotencyStore | None = None
+    admission: Admission | None = None
     started: float = field(default_factory=time.time)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 

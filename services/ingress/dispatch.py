@@ -15,16 +15,18 @@ closes it (see :mod:`services.ingress.sse`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas import subjects as s
-from schemas.bus import InferenceRequest, Needs, Operation
+from schemas.bus import InferenceRequest, Needs, Operation, ReplyMeta
 from schemas.gateway_options import GatewayOptions
 from services.ingress.auth import OPEN, Principal
 from services.ingress.context import IngressContext
@@ -106,6 +108,7 @@ def new_request(
         model=model,
         key_id=principal.token,
         tenant=principal.team_id,
+        user_id=principal.user_id,
         operation=operation,
         stream=stream,
         include_usage=include_usage,
@@ -115,11 +118,25 @@ def new_request(
 
 
 async def exchange(
-    request: Request, ctx: IngressContext, message: InferenceRequest
+    request: Request,
+    ctx: IngressContext,
+    message: InferenceRequest,
+    principal: Principal = OPEN,
+    headers: dict[str, str] | None = None,
 ) -> tuple[Reply, ReplyStream]:
-    """Publish ``message`` and return its first reply event (see the module docstring)."""
+    """Admit ``message`` (budgets and rate limits), publish it and return its first
+    reply event (see the module docstring). Rate-limit headers go into ``headers``."""
     request_id = message.request_id
-    replies = ctx.mux.open(request_id, message.deadline)
+    on_close: Callable[[ReplyMeta | None], None] | None = None
+    if ctx.admission is not None:
+        ticket = await ctx.admission.admit(
+            principal, message.model, message.body, request_id, message.deadline
+        )
+        if ticket is not None:
+            on_close = functools.partial(ctx.admission.finish, ticket)
+            if headers is not None:
+                headers.update(ticket.headers)
+    replies = ctx.mux.open(request_id, message.deadline, on_close)
     handed_over = False
     try:
         await _publish(ctx, message)

@@ -25,6 +25,8 @@ def error_response(info: ErrorInfo, headers: dict[str, str] | None = None) -> Re
 
 
 def gateway_error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    if exc.headers:
+        headers = {**(headers or {}), **exc.headers}
     return error_response(exc.to_info(), headers)
 
 

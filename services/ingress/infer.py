@@ -51,6 +51,8 @@ async def infer(request: Request) -> Response:
             request,
             ctx,
             new_request(ctx, request_id, model=body.model, body=chat, principal=principal),
+            principal,
+            headers,
         )
     except GatewayError as exc:
         return gateway_error_response(exc, headers)

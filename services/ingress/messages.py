@@ -79,7 +79,7 @@ async def create_message(request: Request) -> Response:
             options=options,
             principal=principal,
         )
-        first, replies = await exchange(request, ctx, message)
+        first, replies = await exchange(request, ctx, message, principal, headers)
     except GatewayError as exc:
         return _error(exc.to_info(), headers)
     route_headers(first, headers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -35,12 +36,30 @@ class Reply:
 class ReplyStream:
     """The events of one request, in arrival order."""
 
-    __slots__ = ("_queue", "attempt", "deadline", "overflowed", "request_id")
+    __slots__ = (
+        "_queue",
+        "attempt",
+        "deadline",
+        "on_close",
+        "overflowed",
+        "request_id",
+        "terminal",
+    )
 
-    def __init__(self, request_id: str, deadline: float, limit: int) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        deadline: float,
+        limit: int,
+        on_close: Callable[[ReplyMeta | None], None] | None = None,
+    ) -> None:
         self.request_id = request_id
         self.deadline = deadline
         self.overflowed = False
+        self.on_close = on_close
+        """Called once when the stream is closed, with its terminal event (None when
+        the stream ended without one: the client left or the deadline passed)."""
+        self.terminal: ReplyMeta | None = None
         self.attempt: int | None = None
         """The attempt whose events reach the client: the first one heard from (when a
         hedge races an attempt, the other's events are dropped here)."""
@@ -63,7 +82,11 @@ class ReplyStream:
     def _keep(self, reply: Reply) -> Reply | None:
         if self.attempt is None:
             self.attempt = reply.meta.attempt
-        return reply if reply.meta.attempt == self.attempt else None
+        if reply.meta.attempt != self.attempt:
+            return None
+        if reply.meta.kind == "terminal":
+            self.terminal = reply.meta
+        return reply
 
     async def next(self) -> Reply:
         """The next event of the chosen attempt; raises ``DeadlineExceeded`` when the
@@ -119,13 +142,21 @@ class ReplyMux:
     def subject(self, request_id: str) -> str:
         return s.reply_subject(self.ingress_id, request_id)
 
-    def open(self, request_id: str, deadline: float) -> ReplyStream:
-        stream = ReplyStream(request_id, deadline, self._limit)
+    def open(
+        self,
+        request_id: str,
+        deadline: float,
+        on_close: Callable[[ReplyMeta | None], None] | None = None,
+    ) -> ReplyStream:
+        stream = ReplyStream(request_id, deadline, self._limit, on_close)
         self._streams[request_id] = stream
         return stream
 
     def close(self, request_id: str) -> None:
-        self._streams.pop(request_id, None)
+        stream = self._streams.pop(request_id, None)
+        if stream is not None and stream.on_close is not None:
+            hook, stream.on_close = stream.on_close, None
+            hook(stream.terminal)
 
     @property
     def in_flight(self) -> int:

@@ -44,6 +44,15 @@ class OpenAIRenderer:
         return _error_event(info)
 
 
+class Tap(Protocol):
+    """Sees a stream go by (an ``Idempotency-Key`` records it): ``wrap`` gets the
+    renderer, ``watch`` the events."""
+
+    def wrap(self, render: Renderer) -> Renderer: ...
+
+    def watch(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+
+
 _OPENAI = OpenAIRenderer()
 
 
@@ -53,10 +62,13 @@ def stream_response(
     first: Reply,
     headers: dict[str, str],
     render: Renderer = _OPENAI,
+    tap: Tap | None = None,
 ) -> EventSourceResponse:
-    return EventSourceResponse(
-        _relay(ctx, replies, first, render), headers=headers, ping=15, send_timeout=30
-    )
+    if tap is None:
+        events = _relay(ctx, replies, first, render)
+    else:
+        events = tap.watch(_relay(ctx, replies, first, tap.wrap(render)))
+    return EventSourceResponse(events, headers=headers, ping=15, send_timeout=30)
 
 
 def _event(payload: bytes) -> bytes:

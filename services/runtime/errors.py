@@ -12,9 +12,11 @@ OpenAI-style error bodies.
     │       ├── ContextWindowExceeded (400, a larger-context fallback may serve it)
     │       └── ContentFiltered (400, another provider's policy may allow it)
     ├── AuthenticationFailed (401 authentication_error)
+    ├── BudgetExceeded (402 budget_exceeded)
     ├── PermissionDenied (403 permission_error)
     ├── NotFound (404 invalid_request_error)
     │   └── ModelNotFound (404, code model_not_found)
+    ├── Conflict (409 invalid_request_error)
     ├── PayloadTooLarge (413 invalid_request_error)
     ├── RateLimited (429 rate_limit_error, retryable)
     ├── ServiceUnavailable (503 service_unavailable, retryable)
@@ -64,6 +66,8 @@ class GatewayError(Exception):
         self.code = code or self.default_code
         self.param = param
         self.retry_after = retry_after
+        self.headers: dict[str, str] = {}
+        """Extra response headers (rate-limit state on a 429)."""
 
     def to_info(self) -> ErrorInfo:
         return ErrorInfo(
@@ -110,6 +114,12 @@ class AuthenticationFailed(GatewayError):
     default_code = "invalid_api_key"
 
 
+class BudgetExceeded(GatewayError):
+    status = 402
+    error_type = "budget_exceeded"
+    default_code = "budget_exceeded"
+
+
 class PermissionDenied(GatewayError):
     status = 403
     error_type = "permission_error"
@@ -123,6 +133,12 @@ class NotFound(GatewayError):
 
 class ModelNotFound(NotFound):
     default_code = "model_not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
 
 
 class PayloadTooLarge(GatewayError):

@@ -114,6 +114,43 @@ class CacheSettings(_Section):
     max_entry_bytes: int = Field(1_000_000, ge=1024)
 
 
+class IdempotencySettings(_Section):
+    """``Idempotency-Key`` on chat completions and embeddings (NATS KV).
+
+    A repeat of a request still in flight waits for its answer; if the original is
+    still unanswered ``takeover_after_s`` past its deadline (its ingress died), the
+    repeat runs the request itself."""
+
+    ttl_s: float = Field(86_400.0, gt=0, description="how long a key's answer is replayed")
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="a larger answer is not kept (a repeat runs again)"
+    )
+    takeover_after_s: float = Field(5.0, ge=0, description="seconds past the original's deadline")
+
+
+class ScopeLimit(_Section):
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute (prompt + completion)")
+
+
+class LimitsSettings(_Section):
+    """Rate limits beyond each key's and team's own, and how admission behaves.
+
+    Every limit is shared by all ingress replicas through NATS KV."""
+
+    global_rpm: int | None = Field(None, ge=1, description="requests per minute, whole gateway")
+    global_tpm: int | None = Field(None, ge=1, description="tokens per minute, whole gateway")
+    models: dict[str, ScopeLimit] = Field(
+        default_factory=dict, description="per model alias, across every key"
+    )
+    store_timeout_s: float = Field(
+        0.5, gt=0, description="an unanswered limit check fails closed with 503 after this"
+    )
+    hold_grace_s: float = Field(
+        120.0, ge=0, description="how long a budget hold outlives its request, awaiting usage"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["console", "json"] = "console"
@@ -271,6 +308,8 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     cache: CacheSettings = CacheSettings()
     auth: AuthSettings = AuthSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    limits: LimitsSettings = LimitsSettings()
     routing: RoutingSettings = RoutingSettings()
     models: list[ModelDeployment] = Field(default_factory=list)
 

@@ -25,6 +25,8 @@ from services.runtime.settings import Settings
 log = logging.getLogger("igw.topology")
 
 DAY_S = 86_400.0
+LIMIT_WINDOW_TTL_S = 180.0
+"""A minute's counters are kept a little past their minute, then dropped."""
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -81,6 +83,29 @@ def kv_configs(settings: Settings) -> list[KeyValueConfig]:
             ttl=settings.cache.ttl_s,
             history=1,
             max_value_size=settings.cache.max_entry_bytes,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+        KeyValueConfig(
+            bucket=s.KV_IDEMPOTENCY,
+            description="answers by Idempotency-Key, replayed to repeats",
+            ttl=settings.idempotency.ttl_s,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+        KeyValueConfig(
+            bucket=s.KV_SPEND,
+            description="budget spend and holds; parallel-request slots",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+        KeyValueConfig(
+            bucket=s.KV_LIMITS,
+            description="per-minute request and token counters",
+            ttl=LIMIT_WINDOW_TTL_S,
+            history=1,
             storage=StorageType.FILE,
             replicas=settings.nats.stream_replicas,
         ),

@@ -135,10 +135,10 @@ async def run_attempt(
         info = exc.to_info()
         if progress.hedged and not progress.sent_output:
             # a hedge is racing this attempt: it answers the client, win or lose
-            return usage_event(item, deployment, progress, "error", info)
+            return usage_event(item, deployment, progress, "error", info, final=False)
         again = exc.retryable or exc.fallback
         if retry is not None and again and not progress.sent_output and await retry(info):
-            return usage_event(item, deployment, progress, "error", info)
+            return usage_event(item, deployment, progress, "error", info, final=False)
         await send(_meta("terminal", progress.seq, base, error=info), b"")
         return usage_event(item, deployment, progress, "error", info)
     finally:
@@ -259,6 +259,7 @@ def usage_event(
     progress: Progress,
     status: UsageStatus,
     error: ErrorInfo | None,
+    final: bool = True,
 ) -> UsageEvent:
     req, route = item.request, item.route
     usage = progress.usage
@@ -283,6 +284,7 @@ def usage_event(
         ts=progress.started,
         key_id=req.key_id,
         tenant=req.tenant,
+        user_id=req.user_id,
         model=req.model,
         provider=route.provider,
         deployment=route.deployment,
@@ -300,4 +302,5 @@ def usage_event(
         error_type=error.code or error.type if error else None,
         http_status=error.status if error else (499 if status == "cancelled" else 200),
         finish_reason=progress.finish_reason,
+        final=final,
     )

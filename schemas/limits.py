@@ -1,0 +1,119 @@
+"""Budgets and rate limits as they are kept in NATS KV, shared by every replica.
+
+``igw_spend`` (no TTL) holds one ``SpendRecord`` per budget holder and one
+``SlotRecord`` per key with a parallel-request limit; ``igw_limits`` (a short
+TTL) holds one ``WindowRecord`` per limited scope and minute. Every change is a
+compare-and-set on the entry's revision, so concurrent ingress replicas can
+never admit more than a limit allows.
+
+Keys in the buckets::
+
+    spend.key.<token>     spend.user.<id>     spend.team.<id>
+    slots.key.<token>
+    rl.<scope>.<id>.<minute>      scope: key | team | model | global
+
+User, team and model ids are encoded with :func:`kv_token` (KV keys allow only
+letters, digits and ``-_=/.``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SAFE_TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+Holder = Literal["key", "user", "team"]
+Scope = Literal["key", "team", "model", "global"]
+
+
+def kv_token(value: str) -> str:
+    """``value`` itself when it is KV-safe, else ``b64.`` + its base64url form."""
+    if SAFE_TOKEN.match(value):
+        return value
+    return "b64." + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def spend_key(holder: Holder, ident: str) -> str:
+    return f"spend.{holder}.{kv_token(ident)}"
+
+
+def slots_key(token: str) -> str:
+    return f"slots.key.{kv_token(token)}"
+
+
+def window_key(scope: Scope, ident: str, minute: int) -> str:
+    return f"rl.{scope}.{kv_token(ident)}.{minute}"
+
+
+CURSOR_KEY: Final = "settler.cursor"
+"""The last ``IGW_USAGE`` stream sequence the spend settler has applied."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = 1
+
+
+class Hold(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    amount: float = Field(description="worst-case cost reserved, USD")
+    expires: float = Field(description="epoch seconds; a hold past this is dropped")
+
+
+class SpendRecord(_Record):
+    """What one key, user or team has spent in its budget period, and what is held."""
+
+    spent: float = 0.0
+    period_start: float | None = Field(None, description="start of the current budget period")
+    period_s: float | None = Field(None, description="budget_duration in seconds; None: never")
+    applied_seq: int = Field(0, description="the last usage-stream sequence settled here")
+    holds: dict[str, Hold] = Field(default_factory=dict, description="by request id")
+
+    def held(self, now: float) -> float:
+        return sum(h.amount for h in self.holds.values() if h.expires > now)
+
+    def prune(self, now: float) -> None:
+        for request_id in [r for r, h in self.holds.items() if h.expires <= now]:
+            del self.holds[request_id]
+
+    def roll(self, now: float) -> None:
+        """Start a new budget period when the current one is over."""
+        if self.period_s is None:
+            return
+        if self.period_start is None:
+            self.period_start = now
+            return
+        if now >= self.period_start + self.period_s:
+            periods = (now - self.period_start) // self.period_s
+            self.period_start += periods * self.period_s
+            self.spent = 0.0
+
+    def resets_at(self) -> float | None:
+        if self.period_s is None or self.period_start is None:
+            return None
+        return self.period_start + self.period_s
+
+
+class SlotRecord(_Record):
+    """Requests in flight on a key: request id to the epoch second its slot lapses."""
+
+    holds: dict[str, float] = Field(default_factory=dict)
+
+    def live(self, now: float) -> int:
+        return sum(1 for expires in self.holds.values() if expires > now)
+
+    def prune(self, now: float) -> None:
+        for request_id in [r for r, e in self.holds.items() if e <= now]:
+            del self.holds[request_id]
+
+
+class WindowRecord(_Record):
+    """Requests and tokens admitted in one scope's minute."""
+
+    requests: int = 0
+    tokens: int = 0
