@@ -5,7 +5,10 @@ nats-server, every service, the provider simulator), then measures:
 
 1. added latency p50/p99 at 1 request in flight (non-streaming),
 2. added time to first token at 1 in flight (streaming),
-3. requests/s at N in flight (default 32), with the error count.
+3. requests/s at N in flight (default 32), with the error count,
+4. what tenancy adds at 1 in flight: a virtual key with a budget, rpm, tpm and
+   parallel limits (every check a compare-and-set on NATS KV) against the
+   master key (no checks) on the same gateway.
 
 Added = through IGW minus direct to the simulator, measured alternately in the
 same run with the same client (aiohttp), so client cost cancels out.
@@ -40,6 +43,13 @@ from rich.table import Table
 
 console = Console()
 BODY = {"model": "sim", "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}
+MASTER_KEY = "sk-bench-master-key-0123456789"
+LIMITS = {
+    "max_budget": 1_000_000.0,
+    "rpm_limit": 10_000_000,
+    "tpm_limit": 1_000_000_000,
+    "max_parallel_requests": 10_000,
+}
 
 
 def free_port() -> int:
@@ -64,6 +74,7 @@ class Deployment:
                      "monitor_port": 0},
             "simulator": {"port": self.sim_port},
             "logging": {"level": "WARNING"},
+            "auth": {"master_key": MASTER_KEY},
             "models": [{
                 "alias": "sim", "provider": "openai", "deployment": "simulator",
                 "base_url": f"http://127.0.0.1:{self.sim_port}/v1", "model": "sim",
@@ -108,17 +119,17 @@ class Deployment:
 
 
 class Client:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, key: str = MASTER_KEY) -> None:
         self.session = session
         self.plain = orjson.dumps(BODY)
         self.streaming = orjson.dumps({**BODY, "stream": True})
+        self.headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
 
     async def complete(self, base: str) -> float:
         start = time.perf_counter()
         async with self.session.post(
-            f"{base}/v1/chat/completions", data=self.plain,
-            headers={"content-type": "application/json"},
-        ) as resp:  # fmt: skip
+            f"{base}/v1/chat/completions", data=self.plain, headers=self.headers
+        ) as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{resp.status}: {body[:200]!r}")
@@ -128,9 +139,8 @@ class Client:
         start = time.perf_counter()
         first = None
         async with self.session.post(
-            f"{base}/v1/chat/completions", data=self.streaming,
-            headers={"content-type": "application/json"},
-        ) as resp:  # fmt: skip
+            f"{base}/v1/chat/completions", data=self.streaming, headers=self.headers
+        ) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"{resp.status}: {(await resp.read())[:200]!r}")
             async for line in resp.content:
@@ -195,7 +205,17 @@ async def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, float]
         console.print(f"{args.concurrency} in flight for {args.duration:.0f}s each way ...")
         d_done, d_err, _ = await load(client, dep.sim, args.concurrency, args.duration)
         i_done, i_err, i_lat = await load(client, dep.igw, args.concurrency, args.duration)
+
+        keyed = Client(session, await virtual_key(session, dep.igw))
+        n = args.requests
+        console.print(f"1 in flight, a key with budget and limits: {n} requests each way ...")
+        await paired(keyed.complete, dep.igw, dep.igw, 200)
+        master, limited = await _paired_clients(client, keyed, dep.igw, n)
     return {
+        "master_p50_ms": pct(master, 0.50),
+        "keyed_p50_ms": pct(limited, 0.50),
+        "tenancy_p50_ms": pct(limited, 0.50) - pct(master, 0.50),
+        "tenancy_p99_ms": pct(limited, 0.99) - pct(master, 0.99),
         "direct_p50_ms": pct(direct, 0.50),
         "direct_p99_ms": pct(direct, 0.99),
         "igw_p50_ms": pct(through, 0.50),
@@ -214,6 +234,30 @@ async def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, float]
         "igw_load_p50_ms": pct(i_lat, 0.50) if i_lat else 0.0,
         "igw_load_p99_ms": pct(i_lat, 0.99) if i_lat else 0.0,
     }
+
+
+async def virtual_key(session: aiohttp.ClientSession, igw: str) -> str:
+    """A key whose every limit applies but none refuses."""
+    async with session.post(
+        f"{igw}/key/generate", json=LIMITS, headers={"authorization": f"Bearer {MASTER_KEY}"}
+    ) as resp:
+        body = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"could not create the benchmark key: {body}")
+        return str(body["key"])
+
+
+async def _paired_clients(
+    a: Client, b: Client, base: str, n: int
+) -> tuple[list[float], list[float]]:
+    """``n`` requests with each client against one gateway, alternating who goes first."""
+    out_a: list[float] = []
+    out_b: list[float] = []
+    for i in range(n):
+        order = ((a, out_a), (b, out_b)) if i % 2 else ((b, out_b), (a, out_a))
+        for client, sink in order:
+            sink.append(await client.complete(base))
+    return out_a, out_b
 
 
 def report(r: dict[str, float], args: argparse.Namespace) -> None:
@@ -256,6 +300,13 @@ def report(r: dict[str, float], args: argparse.Namespace) -> None:
     )
     under_load = f"{r['igw_load_p50_ms']:.1f} / {r['igw_load_p99_ms']:.1f} ms"
     table.add_row(f"latency p50/p99 at {args.concurrency} in flight", "", under_load, "", "")
+    table.add_row(
+        "auth + budget + limits p50 (virtual key vs master key)",
+        f"{r['master_p50_ms']:.2f} ms",
+        f"{r['keyed_p50_ms']:.2f} ms",
+        f"{r['tenancy_p50_ms']:.2f} ms",
+        "≤ 0.5 ms",
+    )
     console.print(table)
 
 
