@@ -1,15 +1,14 @@
 """Budgets and rate limits as they are kept in NATS KV, shared by every replica.
 
-``igw_spend`` (no TTL) holds one ``SpendRecord`` per budget holder and one
-``SlotRecord`` per key with a parallel-request limit; ``igw_limits`` (a short
-TTL) holds one ``WindowRecord`` per limited scope and minute. Every change is a
+``igw_spend`` (no TTL) holds one ``SpendRecord`` per budget holder (a key's
+also holds its parallel-request slots); ``igw_limits`` (a short TTL) holds one
+``WindowRecord`` per limited scope and minute. Every change is a
 compare-and-set on the entry's revision, so concurrent ingress replicas can
 never admit more than a limit allows.
 
 Keys in the buckets::
 
     spend.key.<token>     spend.user.<id>     spend.team.<id>
-    slots.key.<token>
     rl.<scope>.<id>.<minute>      scope: key | team | model | global
 
 User, team and model ids are encoded with :func:`kv_token` (KV keys allow only
@@ -40,10 +39,6 @@ def spend_key(holder: Holder, ident: str) -> str:
     return f"spend.{holder}.{kv_token(ident)}"
 
 
-def slots_key(token: str) -> str:
-    return f"slots.key.{kv_token(token)}"
-
-
 def window_key(scope: Scope, ident: str, minute: int) -> str:
     return f"rl.{scope}.{kv_token(ident)}.{minute}"
 
@@ -66,20 +61,29 @@ class Hold(BaseModel):
 
 
 class SpendRecord(_Record):
-    """What one key, user or team has spent in its budget period, and what is held."""
+    """What one key, user or team has spent in its budget period, what requests in
+    flight hold against the budget, and (for a key) which requests hold a slot."""
 
     spent: float = 0.0
     period_start: float | None = Field(None, description="start of the current budget period")
     period_s: float | None = Field(None, description="budget_duration in seconds; None: never")
     applied_seq: int = Field(0, description="the last usage-stream sequence settled here")
     holds: dict[str, Hold] = Field(default_factory=dict, description="by request id")
+    slots: dict[str, float] = Field(
+        default_factory=dict, description="a key's requests in flight: id to lapse time"
+    )
 
     def held(self, now: float) -> float:
         return sum(h.amount for h in self.holds.values() if h.expires > now)
 
+    def live_slots(self, now: float) -> int:
+        return sum(1 for lapse in self.slots.values() if lapse > now)
+
     def prune(self, now: float) -> None:
         for request_id in [r for r, h in self.holds.items() if h.expires <= now]:
             del self.holds[request_id]
+        for request_id in [r for r, lapse in self.slots.items() if lapse <= now]:
+            del self.slots[request_id]
 
     def roll(self, now: float) -> None:
         """Start a new budget period when the current one is over."""
@@ -97,19 +101,6 @@ class SpendRecord(_Record):
         if self.period_s is None or self.period_start is None:
             return None
         return self.period_start + self.period_s
-
-
-class SlotRecord(_Record):
-    """Requests in flight on a key: request id to the epoch second its slot lapses."""
-
-    holds: dict[str, float] = Field(default_factory=dict)
-
-    def live(self, now: float) -> int:
-        return sum(1 for expires in self.holds.values() if expires > now)
-
-    def prune(self, now: float) -> None:
-        for request_id in [r for r, e in self.holds.items() if e <= now]:
-            del self.holds[request_id]
 
 
 class WindowRecord(_Record):

@@ -13,17 +13,19 @@ fleet-wide:
   drops the hold in the same write; a request that ends in an error has its
   holds lapse after ``limits.hold_grace_s`` in case no usage event follows.
 
-All checks of one request run concurrently; when one refuses, what the others
-took is given back. A refused request costs nothing and is not counted. When
-the store does not answer within ``limits.store_timeout_s`` the request is
-refused with 503 (fail closed).
+All checks of one request run concurrently, and a key's slot and its own
+budget share one record, so a key with every limit costs two writes. When one
+check refuses, what the others took is given back. A refused request costs
+nothing and is not counted. When the store does not answer within
+``limits.store_timeout_s`` the request is refused with 503 (fail closed).
+Give-backs (a slot, a token correction) are deferred briefly so that they ride
+along with the next request's write to the same record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,46 +36,23 @@ from nats.js.kv import KeyValue
 
 from schemas.bus import ReplyMeta
 from schemas.keys import TeamRecord, UserRecord
-from schemas.limits import (
-    Hold,
-    Holder,
-    Scope,
-    SlotRecord,
-    SpendRecord,
-    WindowRecord,
-    slots_key,
-    spend_key,
-    window_key,
-)
+from schemas.limits import Holder, SpendRecord, WindowRecord, spend_key, window_key
+from services.ingress import limit_edits as edits
 from services.ingress.auth import KeyStore, Principal
+from services.ingress.limit_edits import PROMPT_MARGIN, Budget, Window
 from services.runtime.durations import duration_s
-from services.runtime.errors import BudgetExceeded, GatewayError, RateLimited
+from services.runtime.errors import GatewayError
 from services.runtime.kvcas import KvCas
-from services.runtime.settings import ModelDeployment, Settings
+from services.runtime.settings import Settings
 from services.runtime.tokens import estimate_prompt_tokens
 
 log = logging.getLogger("igw.ingress.admission")
 
 MINUTE = 60
-PROMPT_MARGIN = 1.5
-"""Budget holds assume the prompt may be this much longer than its estimate (the
-estimate counts characters, an upstream's tokenizer may count more tokens)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    scope: Scope
-    ident: str
-    rpm: int | None
-    tpm: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    holder: Holder
-    ident: str
-    max_budget: float
-    period_s: float | None
+SLOT_GRACE_S = 30.0
+"""A slot whose ingress died lapses this long after its request's deadline."""
+GIVE_BACK_S = 0.05
+"""Give-backs wait at most this long for a write to ride along with."""
 
 
 @dataclass
@@ -87,10 +66,6 @@ class Ticket:
     budgets: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def empty(self) -> bool:
-        return not (self.windows or self.slot or self.budgets)
-
 
 class Admission:
     def __init__(
@@ -100,10 +75,8 @@ class Admission:
         self.settings = settings
         self.keys = keys
         self.spend = KvCas(spend, SpendRecord, timeout)
-        self.slots = KvCas(spend, SlotRecord, timeout)
         self.windows = KvCas(limits, WindowRecord, timeout)
-        self._prices = _max_prices(settings)
-        self._background: set[asyncio.Task[None]] = set()
+        self._prices = edits.max_prices(settings)
 
     # -- what applies -------------------------------------------------------
 
@@ -162,23 +135,30 @@ class Admission:
         """
         windows = self._windows(principal, model)
         budgets = self._budgets(principal)
-        parallel = principal.record.max_parallel_requests if principal.record else None
+        record = principal.record
+        parallel = record.max_parallel_requests if record is not None else None
         if not (windows or budgets or parallel):
             return None
         now = time.time()
         tokens = estimate_prompt_tokens(body)
         ticket = Ticket(request_id=request_id, estimate_tokens=tokens)
         steps: list[Awaitable[None]] = [self._count(ticket, w, tokens, now) for w in windows]
-        if parallel and principal.record is not None:
-            steps.append(self._slot(ticket, principal.record.token, parallel, deadline, now))
-        if budgets:
-            worst = self._worst_cost(model, body, tokens)
-            grace = self.settings.limits.hold_grace_s
-            steps.extend(self._hold(ticket, b, worst, deadline + grace, now) for b in budgets)
+        worst = self._worst_cost(model, body, tokens) if budgets else 0.0
+        hold_lapse = deadline + self.settings.limits.hold_grace_s
+        own = next((b for b in budgets if b.holder == "key"), None)
+        if record is not None and (parallel or own):
+            key = spend_key("key", record.token)
+            slot_lapse = deadline + SLOT_GRACE_S
+            edit = edits.take(request_id, parallel, slot_lapse, own, worst, hold_lapse, now)
+            steps.append(self._take(ticket, key, edit, slot=bool(parallel), hold=own is not None))
+        for b in budgets:
+            if b.holder != "key":
+                edit = edits.take(request_id, None, 0.0, b, worst, hold_lapse, now)
+                steps.append(self._take(ticket, spend_key(b.holder, b.ident), edit, hold=True))
         results = await asyncio.gather(*steps, return_exceptions=True)
         refusals = [r for r in results if isinstance(r, BaseException)]
         if refusals:
-            self._spawn(self._give_back(ticket, error=True, counted=False))
+            self._give_back(ticket, error=True, counted=False)
             raise _first_refusal(refusals)
         return ticket
 
@@ -186,66 +166,25 @@ class Admission:
         minute = int(now // MINUTE)
         key = window_key(w.scope, w.ident, minute)
         reset = (minute + 1) * MINUTE - now
-
-        def take(rec: WindowRecord) -> WindowRecord:
-            refusal = None
-            if w.rpm is not None and rec.requests >= w.rpm:
-                refusal = f"{w.scope} requests-per-minute limit ({w.rpm}) reached"
-            elif w.tpm is not None and rec.tokens and rec.tokens + tokens > w.tpm:
-                refusal = f"{w.scope} tokens-per-minute limit ({w.tpm}) reached"
-            if refusal is not None:
-                exc = RateLimited(refusal + "; retry after the window resets",
-                                  retry_after=max(1.0, reset))  # fmt: skip
-                _rate_headers(exc.headers, w, rec, reset)
-                raise exc
-            rec.requests += 1
-            rec.tokens += tokens
-            return rec.model_copy()
-
-        rec = await self.windows.change(key, take)
+        rec = await self.windows.change(key, edits.count(w, tokens, reset))
         ticket.windows.append(key)
         if w.scope == "key":
-            _rate_headers(ticket.headers, w, rec, reset)
+            edits.rate_headers(ticket.headers, w, rec, reset)
 
-    async def _slot(
-        self, ticket: Ticket, token: str, limit: int, deadline: float, now: float
+    async def _take(
+        self,
+        ticket: Ticket,
+        key: str,
+        edit: Callable[[SpendRecord], None],
+        *,
+        slot: bool = False,
+        hold: bool = False,
     ) -> None:
-        key = slots_key(token)
-        lapse = deadline + 30.0
-
-        def take(rec: SlotRecord) -> None:
-            rec.prune(now)
-            if rec.live(now) >= limit:
-                raise RateLimited(
-                    f"this key already has {limit} requests in flight (max_parallel_requests)",
-                    code="parallel_request_limit_reached",
-                    retry_after=1.0,
-                )
-            rec.holds[ticket.request_id] = lapse
-
-        await self.slots.change(key, take)
-        ticket.slot = key
-
-    async def _hold(
-        self, ticket: Ticket, b: Budget, amount: float, lapse: float, now: float
-    ) -> None:
-        key = spend_key(b.holder, b.ident)
-
-        def take(rec: SpendRecord) -> None:
-            rec.period_s = b.period_s
-            rec.roll(now)
-            rec.prune(now)
-            if rec.spent + rec.held(now) + amount > b.max_budget:
-                raise BudgetExceeded(
-                    f"the {b.holder}'s budget is exhausted: spent ${rec.spent:.6f}"
-                    f" (plus ${rec.held(now):.6f} held by requests in flight) of"
-                    f" ${b.max_budget:.6f}; this request may cost up to ${amount:.6f}",
-                    param=None,
-                )
-            rec.holds[ticket.request_id] = Hold(amount=amount, expires=lapse)
-
-        await self.spend.change(key, take)
-        ticket.budgets.append(key)
+        await self.spend.change(key, edit)
+        if slot:
+            ticket.slot = key
+        if hold:
+            ticket.budgets.append(key)
 
     def _worst_cost(self, model: str, body: dict[str, Any], prompt_tokens: int) -> float:
         input_rate, output_rate, default_out = self._prices.get(model, self._prices["*"])
@@ -267,9 +206,7 @@ class Admission:
         return {
             "spend": round(record.spent, 9),
             "spend_held": round(record.held(now), 9),
-            "budget_reset_at": None
-            if reset is None
-            else datetime.fromtimestamp(reset, UTC).isoformat(),
+            "budget_reset_at": None if reset is None else _iso(reset),
         }
 
     # -- finish -------------------------------------------------------------
@@ -279,9 +216,9 @@ class Admission:
         deadline passed): free the slot, correct the token count, and let budget
         holds lapse soon when no usage event may come to settle them."""
         error = terminal is None or terminal.error is not None
-        self._spawn(self._give_back(ticket, error=error, counted=True, terminal=terminal))
+        self._give_back(ticket, error=error, counted=True, terminal=terminal)
 
-    async def _give_back(
+    def _give_back(
         self,
         ticket: Ticket,
         *,
@@ -289,65 +226,26 @@ class Admission:
         counted: bool,
         terminal: ReplyMeta | None = None,
     ) -> None:
-        steps: list[Awaitable[Any]] = []
         request_id = ticket.request_id
         if ticket.slot is not None:
-            steps.append(self.slots.change(ticket.slot, _drop_slot(request_id)))
+            self.spend.later(ticket.slot, edits.drop_slot(request_id), GIVE_BACK_S)
         if not counted:
             for key in ticket.windows:
-                steps.append(self.windows.change(key, _uncount(ticket.estimate_tokens)))
+                self.windows.later(key, edits.uncount(ticket.estimate_tokens), GIVE_BACK_S)
         elif terminal is not None and terminal.usage is not None:
             actual = terminal.usage.prompt_tokens + terminal.usage.completion_tokens
             delta = actual - ticket.estimate_tokens
-            for key in ticket.windows:
-                steps.append(self.windows.change(key, _add_tokens(delta)))
+            if delta:
+                for key in ticket.windows:
+                    self.windows.later(key, edits.add_tokens(delta), GIVE_BACK_S)
         if error:
             lapse = time.time() + (self.settings.limits.hold_grace_s if counted else 0.0)
             for key in ticket.budgets:
-                steps.append(self.spend.change(key, _lapse_hold(request_id, lapse)))
-        for outcome in await asyncio.gather(*steps, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                log.warning("could not give back what %s held: %s", request_id, outcome)
+                self.spend.later(key, edits.lapse_hold(request_id, lapse), GIVE_BACK_S)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-
-def _drop_slot(request_id: str) -> Callable[[SlotRecord], None]:
-    def edit(rec: SlotRecord) -> None:
-        rec.holds.pop(request_id, None)
-        rec.prune(time.time())
-
-    return edit
-
-
-def _uncount(tokens: int) -> Callable[[WindowRecord], None]:
-    def edit(rec: WindowRecord) -> None:
-        rec.requests = max(0, rec.requests - 1)
-        rec.tokens = max(0, rec.tokens - tokens)
-
-    return edit
-
-
-def _add_tokens(delta: int) -> Callable[[WindowRecord], None]:
-    def edit(rec: WindowRecord) -> None:
-        rec.tokens = max(0, rec.tokens + delta)
-
-    return edit
-
-
-def _lapse_hold(request_id: str, lapse: float) -> Callable[[SpendRecord], None]:
-    def edit(rec: SpendRecord) -> None:
-        hold = rec.holds.get(request_id)
-        if hold is not None:
-            if lapse <= time.time():
-                del rec.holds[request_id]
-            else:
-                hold.expires = min(hold.expires, lapse)
-
-    return edit
+    async def close(self) -> None:
+        """Write the give-backs still queued."""
+        await asyncio.gather(self.spend.flush(), self.windows.flush())
 
 
 def _first_refusal(refusals: list[BaseException]) -> BaseException:
@@ -357,46 +255,9 @@ def _first_refusal(refusals: list[BaseException]) -> BaseException:
     return refusals[0]
 
 
-def _rate_headers(headers: dict[str, str], w: Window, rec: WindowRecord, reset: float) -> None:
-    reset_text = f"{math.ceil(reset)}s"
-    if w.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(w.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, w.rpm - rec.requests))
-        headers["x-ratelimit-reset-requests"] = reset_text
-    if w.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(w.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, w.tpm - rec.tokens))
-        headers["x-ratelimit-reset-tokens"] = reset_text
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _period(text: str | None) -> float | None:
     return duration_s(text, "budget_duration") if text else None
-
-
-def _max_prices(settings: Settings) -> dict[str, tuple[float, float, int]]:
-    """Per alias (and ``*`` for ``auto`` or unknown): the highest input and output
-    price per million tokens among its deployments, and its output allowance."""
-    table: dict[str, tuple[float, float, int]] = {}
-
-    def merge(name: str, m: ModelDeployment) -> None:
-        i, o, d = table.get(name, (0.0, 0.0, 0))
-        table[name] = (
-            max(i, float(m.price.input_per_mtok)),
-            max(o, float(m.price.output_per_mtok)),
-            max(d, m.default_max_tokens),
-        )
-
-    for m in settings.models:
-        merge(m.alias, m)
-        merge("*", m)
-    table.setdefault("*", (0.0, 0.0, 4096))
-    for alias, rules in settings.routing.aliases.items():
-        for fallback in rules.fallbacks:
-            if fallback in table and alias in table:
-                a, f = table[alias], table[fallback]
-                table[alias] = (max(a[0], f[0]), max(a[1], f[1]), max(a[2], f[2]))
-    return table

@@ -24,9 +24,9 @@ from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
-from services.ingress.idempotency import IdempotencyStore
 from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
+from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.gc_tuning import tune_gc
@@ -92,6 +92,8 @@ def create_app(settings: Settings) -> FastPath:
             yield
         finally:
             await keys.stop()
+            if app.state.ctx.admission is not None:
+                await app.state.ctx.admission.close()
             await nc.drain()
 
     app = FastAPI(

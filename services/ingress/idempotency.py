@@ -201,7 +201,7 @@ class IdempotencyStore:
             return False
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
         return True
 
     async def complete(
@@ -252,9 +252,8 @@ class Claim:
         if 200 <= response.status_code < 300:
             media_type = response.media_type or JSON
             headers = kept_headers(response.headers)
-            await self.store.complete(
-                self, response.status_code, media_type, response.body, headers
-            )
+            body = bytes(response.body)
+            await self.store.complete(self, response.status_code, media_type, body, headers)
         else:
             await self.store.forget(self)
         return response

@@ -39,12 +39,40 @@ async def test_changes_apply_on_top_of_another_writer() -> None:
     assert record.requests == 6
 
 
-async def test_concurrent_changes_in_one_process_never_lose_an_update() -> None:
+async def test_concurrent_changes_are_written_together_and_each_counts() -> None:
     kv = FakeKv()
     store = cas(kv)
     results = await asyncio.gather(*(store.change("k", bump(100)) for _ in range(30)))
     assert sorted(results) == list(range(1, 31))
-    assert kv.updates == 30  # queued behind each other, not conflicting
+    assert kv.updates == 1  # one write for the whole batch
+
+
+async def test_a_refusal_in_a_batch_does_not_hold_back_the_others() -> None:
+    kv = FakeKv()
+    store = cas(kv)
+    results = await asyncio.gather(
+        *(store.change("k", bump(3)) for _ in range(5)), return_exceptions=True
+    )
+    assert sorted(r for r in results if isinstance(r, int)) == [1, 2, 3]
+    assert sum(isinstance(r, RateLimited) for r in results) == 2
+
+
+async def test_a_deferred_change_rides_along_or_goes_on_its_own() -> None:
+    kv = FakeKv()
+    store = cas(kv)
+    await store.change("k", bump(10))
+
+    def undo(rec: WindowRecord) -> None:
+        rec.requests -= 1
+
+    store.later("k", undo, delay_s=60)
+    assert await store.change("k", bump(10)) == 1  # undo went first, in the same write
+    assert kv.updates == 2
+    store.later("k", undo, delay_s=0.01)
+    await asyncio.sleep(0.05)  # the deferral itself is the behaviour under test
+    await store.flush()
+    record, _ = await store.read("k")
+    assert record.requests == 0 and kv.updates == 3
 
 
 async def test_a_refusal_on_a_stale_copy_is_checked_against_the_store() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from schemas.limits import Hold, SlotRecord, SpendRecord, kv_token, spend_key
+from schemas.limits import Hold, SpendRecord, kv_token, spend_key
 from services.accounting.settler import Charge, apply, charges_of
 
 
@@ -38,10 +38,10 @@ def test_a_budget_period_rolls_over_and_clears_spend() -> None:
 
 
 def test_slots_lapse() -> None:
-    slots = SlotRecord(holds={"a": 10.0, "b": 30.0})
-    assert slots.live(20.0) == 1
-    slots.prune(20.0)
-    assert list(slots.holds) == ["b"]
+    record = SpendRecord(slots={"a": 10.0, "b": 30.0})
+    assert record.live_slots(20.0) == 1
+    record.prune(20.0)
+    assert list(record.slots) == ["b"]
 
 
 def event(request_id: str, cost: str, **extra: object) -> bytes:
