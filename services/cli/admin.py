@@ -38,9 +38,11 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--role", choices=["user", "viewer", "admin"], default="user")
     create.add_argument("--user-id")
     create.add_argument("--team-id")
-    create.add_argument("--max-budget", type=float)
-    create.add_argument("--rpm-limit", type=int)
-    create.add_argument("--tpm-limit", type=int)
+    create.add_argument("--max-budget", type=float, help="USD")
+    create.add_argument("--budget-duration", help="budget period, for example 1d or 30d")
+    create.add_argument("--rpm-limit", type=int, help="requests per minute")
+    create.add_argument("--tpm-limit", type=int, help="tokens per minute")
+    create.add_argument("--max-parallel-requests", type=int, help="requests in flight at once")
     for name, help_ in (("list", "list key tokens"), ("info", "a key's record and spend")):
         parser = keys_sub.add_parser(name, help=help_)
         if name == "info":
@@ -57,7 +59,8 @@ def add_parsers(sub: Any) -> None:
     user_new.add_argument("--user-id")
     user_new.add_argument("--email", dest="user_email")
     user_new.add_argument("--team-id")
-    user_new.add_argument("--max-budget", type=float)
+    user_new.add_argument("--max-budget", type=float, help="USD")
+    user_new.add_argument("--budget-duration", help="budget period, for example 30d")
     user_info = users_sub.add_parser("info", help="a user, its keys and spend")
     user_info.add_argument("user_id")
 
@@ -66,7 +69,10 @@ def add_parsers(sub: Any) -> None:
     team_new = teams_sub.add_parser("create", help="create a team")
     team_new.add_argument("--team-id")
     team_new.add_argument("--alias", dest="team_alias")
-    team_new.add_argument("--max-budget", type=float)
+    team_new.add_argument("--max-budget", type=float, help="USD")
+    team_new.add_argument("--budget-duration", help="budget period, for example 30d")
+    team_new.add_argument("--rpm-limit", type=int, help="requests per minute, all its keys")
+    team_new.add_argument("--tpm-limit", type=int, help="tokens per minute, all its keys")
     team_info = teams_sub.add_parser("info", help="a team, its members and keys")
     team_info.add_argument("team_id")
     for parser in (user_new, user_info, team_new, team_info):
@@ -109,8 +115,8 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "create":
         body = _fields(
             args,
-            ("duration", "key_alias", "role", "user_id", "team_id", "max_budget", "rpm_limit",
-             "tpm_limit"),
+            ("duration", "key_alias", "role", "user_id", "team_id", "max_budget",
+             "budget_duration", "rpm_limit", "tpm_limit", "max_parallel_requests"),
         )  # fmt: skip
         if args.models:
             body["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -126,7 +132,7 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def users_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "create":
-        body = _fields(args, ("user_id", "user_email", "team_id", "max_budget"))
+        body = _fields(args, ("user_id", "user_email", "team_id", "max_budget", "budget_duration"))
         return _call(settings, args, "POST", "/user/new", body)
     query = urllib.parse.urlencode({"user_id": args.user_id})
     return _call(settings, args, "GET", f"/user/info?{query}")
@@ -134,7 +140,10 @@ def users_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def teams_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "create":
-        body = _fields(args, ("team_id", "team_alias", "max_budget"))
+        body = _fields(
+            args,
+            ("team_id", "team_alias", "max_budget", "budget_duration", "rpm_limit", "tpm_limit"),
+        )
         return _call(settings, args, "POST", "/team/new", body)
     query = urllib.parse.urlencode({"team_id": args.team_id})
     return _call(settings, args, "GET", f"/team/info?{query}")

@@ -182,11 +182,17 @@ def test_the_admin_cli(keyed: Stack) -> None:
     assert team["team_id"] == "cli-team"
     user = cli(keyed, "users", "create", "--email", "ann@example.com", "--team-id", "cli-team")
     made = cli(
-        keyed, "keys", "create", "--models", "sim", "--duration", "1d", "--user-id", user["user_id"]
-    )
+        keyed, "keys", "create", "--models", "sim", "--duration", "1d", "--user-id",
+        user["user_id"], "--max-budget", "5", "--budget-duration", "30d",
+        "--max-parallel-requests", "2",
+    )  # fmt: skip
     assert made["key"].startswith("sk-igw-") and made["team_id"] == "cli-team"
+    assert made["max_budget"] == 5 and made["budget_duration"] == "30d"
+    assert made["max_parallel_requests"] == 2
     assert sdk(keyed, made["key"]).chat.completions.create(model="sim", messages=USER).choices
-    assert cli(keyed, "keys", "info", made["key"])["info"]["models"] == ["sim"]
+    key_info = cli(keyed, "keys", "info", made["key"])["info"]
+    assert key_info["models"] == ["sim"] and key_info["spend"] >= 0
+    assert key_info["budget_reset_at"] is not None
     assert made["token"] in cli(keyed, "keys", "list")["keys"]
     assert cli(keyed, "users", "info", user["user_id"])["keys"] == [made["token"]]
     assert cli(keyed, "teams", "info", "cli-team")["members"] == [user["user_id"]]
