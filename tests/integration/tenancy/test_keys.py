@@ -58,6 +58,15 @@ def test_requests_need_a_valid_key(keyed: Stack) -> None:
     missing = httpx.post(f"{keyed.base_url}/v1/chat/completions", json={}, timeout=10)
     assert missing.status_code == 401
     assert missing.json()["error"]["code"] == "missing_api_key"
+    for bad in ("sk-igw-canary-5f0c1e", "' OR 1=1 --", "sk-igw-x'; DROP TABLE requests; --"):
+        refused = httpx.post(
+            f"{keyed.base_url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {bad}"},
+            json={"model": "sim", "messages": USER},
+            timeout=10,
+        )
+        assert refused.status_code == 401 and bad not in refused.text
+        assert refused.json()["error"]["code"] == "invalid_api_key"
     by_header = httpx.post(
         f"{keyed.base_url}/v1/chat/completions",
         headers={"x-api-key": MASTER},
