@@ -194,3 +194,21 @@ def test_a_budget_period_resets(fleet: Stack) -> None:
     assert asyncio.run(one()).status_code == 402
     assert info(fleet, key)["budget_reset_at"] is not None
     wait_until(lambda: asyncio.run(one()).status_code == 200, 10, "the budget to reset")
+
+
+def test_a_key_revoked_on_one_replica_stops_on_the_other_within_a_second(fleet: Stack) -> None:
+    key = new_key(fleet)
+    other = fleet.replica_url("ingress-2")
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"model": "priced", "messages": USER}
+    assert httpx.post(f"{other}/v1/chat/completions", headers=headers, json=body).is_success
+    revoked = admin(fleet.base_url, "POST", "/key/update", json={"key": key, "blocked": True})
+    assert revoked.status_code == 200
+    started = time.monotonic()
+
+    def refused() -> bool:
+        reply = httpx.get(f"{other}/v1/models", headers=headers, timeout=5)
+        return reply.status_code == 401
+
+    wait_until(refused, 1.0, "the other replica to refuse the revoked key")
+    assert time.monotonic() - started < 1.0
