@@ -1,15 +1,17 @@
 """Budgets and rate limits as they are kept in NATS KV, shared by every replica.
 
 ``igw_spend`` (no TTL) holds one ``SpendRecord`` per budget holder (a key's
-also holds its parallel-request slots); ``igw_limits`` (a short TTL) holds one
-``WindowRecord`` per limited scope and minute. Every change is a
+also holds its parallel-request slots and its current minute's request and
+token counts, so a key with every limit is one record); ``igw_limits`` (a
+short TTL) holds one ``WindowRecord`` per team, model or global scope and
+minute. Every change is a
 compare-and-set on the entry's revision, so concurrent ingress replicas can
 never admit more than a limit allows.
 
 Keys in the buckets::
 
     spend.key.<token>     spend.user.<id>     spend.team.<id>
-    rl.<scope>.<id>.<minute>      scope: key | team | model | global
+    rl.<scope>.<id>.<minute>      scope: team | model | global
 
 User, team and model ids are encoded with :func:`kv_token` (KV keys allow only
 letters, digits and ``-_=/.``).
@@ -72,9 +74,17 @@ class SpendRecord(_Record):
     slots: dict[str, float] = Field(
         default_factory=dict, description="a key's requests in flight: id to lapse time"
     )
+    minute: int = Field(0, description="the minute a key's request and token counts are for")
+    requests: int = Field(0, description="a key's requests admitted in ``minute``")
+    tokens: int = Field(0, description="a key's tokens counted in ``minute``")
 
     def held(self, now: float) -> float:
         return sum(h.amount for h in self.holds.values() if h.expires > now)
+
+    def at_minute(self, minute: int) -> None:
+        """Start counting a new minute (a key's rpm and tpm)."""
+        if self.minute != minute:
+            self.minute, self.requests, self.tokens = minute, 0, 0
 
     def live_slots(self, now: float) -> int:
         return sum(1 for lapse in self.slots.values() if lapse > now)

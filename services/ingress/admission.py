@@ -13,8 +13,9 @@ fleet-wide:
   drops the hold in the same write; a request that ends in an error has its
   holds lapse after ``limits.hold_grace_s`` in case no usage event follows.
 
-All checks of one request run concurrently, and a key's slot and its own
-budget share one record, so a key with every limit costs two writes. When one
+All checks of one request run concurrently, and everything of a key's own
+(its minute's counts, its slots, its budget) is one record, so a key with
+every limit costs one write. When one
 check refuses, what the others took is given back. A refused request costs
 nothing and is not counted. When the store does not answer within
 ``limits.store_timeout_s`` the request is refused with 503 (fail closed).
@@ -62,8 +63,14 @@ class Ticket:
     request_id: str
     estimate_tokens: int
     windows: list[str] = field(default_factory=list)
-    slot: str | None = None
+    """Team, model and global minute counters it was counted in."""
     budgets: list[str] = field(default_factory=list)
+    """User and team spend records it holds budget on."""
+    key: str | None = None
+    """The key's own record, when it took anything there:"""
+    key_minute: int | None = None
+    slot: bool = False
+    key_hold: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -140,21 +147,32 @@ class Admission:
         if not (windows or budgets or parallel):
             return None
         now = time.time()
+        minute = int(now // MINUTE)
+        reset = (minute + 1) * MINUTE - now
         tokens = estimate_prompt_tokens(body)
         ticket = Ticket(request_id=request_id, estimate_tokens=tokens)
-        steps: list[Awaitable[None]] = [self._count(ticket, w, tokens, now) for w in windows]
         worst = self._worst_cost(model, body, tokens) if budgets else 0.0
         hold_lapse = deadline + self.settings.limits.hold_grace_s
-        own = next((b for b in budgets if b.holder == "key"), None)
-        if record is not None and (parallel or own):
-            key = spend_key("key", record.token)
-            slot_lapse = deadline + SLOT_GRACE_S
-            edit = edits.take(request_id, parallel, slot_lapse, own, worst, hold_lapse, now)
-            steps.append(self._take(ticket, key, edit, slot=bool(parallel), hold=own is not None))
+        steps: list[Awaitable[None]] = []
+        key_steps: list[edits.Step] = []
+        own_window: Window | None = None
+        for w in windows:
+            if w.scope == "key":
+                own_window = w
+                key_steps.append(edits.key_window(w, tokens, minute, reset))
+            else:
+                steps.append(self._count(ticket, w, tokens, minute, reset))
+        if parallel:
+            key_steps.append(edits.slot(request_id, parallel, deadline + SLOT_GRACE_S, now))
         for b in budgets:
-            if b.holder != "key":
-                edit = edits.take(request_id, None, 0.0, b, worst, hold_lapse, now)
-                steps.append(self._take(ticket, spend_key(b.holder, b.ident), edit, hold=True))
+            hold = edits.hold(request_id, b, worst, hold_lapse, now)
+            if b.holder == "key":
+                key_steps.append(hold)
+            else:
+                steps.append(self._take(ticket, spend_key(b.holder, b.ident), hold))
+        if record is not None and key_steps:
+            # everything of the key's own in one record: one write
+            steps.append(self._take_key(ticket, record.token, key_steps, own_window, minute, reset))
         results = await asyncio.gather(*steps, return_exceptions=True)
         refusals = [r for r in results if isinstance(r, BaseException)]
         if refusals:
@@ -162,29 +180,34 @@ class Admission:
             raise _first_refusal(refusals)
         return ticket
 
-    async def _count(self, ticket: Ticket, w: Window, tokens: int, now: float) -> None:
-        minute = int(now // MINUTE)
+    async def _count(
+        self, ticket: Ticket, w: Window, tokens: int, minute: int, reset: float
+    ) -> None:
         key = window_key(w.scope, w.ident, minute)
-        reset = (minute + 1) * MINUTE - now
-        rec = await self.windows.change(key, edits.count(w, tokens, reset))
+        await self.windows.change(key, edits.count(w, tokens, reset))
         ticket.windows.append(key)
-        if w.scope == "key":
-            edits.rate_headers(ticket.headers, w, rec, reset)
 
-    async def _take(
+    async def _take(self, ticket: Ticket, key: str, hold: edits.Step) -> None:
+        await self.spend.change(key, edits.key_state(hold))
+        ticket.budgets.append(key)
+
+    async def _take_key(
         self,
         ticket: Ticket,
-        key: str,
-        edit: Callable[[SpendRecord], None],
-        *,
-        slot: bool = False,
-        hold: bool = False,
+        token: str,
+        steps: list[edits.Step],
+        window: Window | None,
+        minute: int,
+        reset: float,
     ) -> None:
-        await self.spend.change(key, edit)
-        if slot:
-            ticket.slot = key
-        if hold:
-            ticket.budgets.append(key)
+        key = spend_key("key", token)
+        rec = await self.spend.change(key, edits.key_state(*steps))
+        ticket.key = key
+        ticket.key_minute = minute if window is not None else None
+        ticket.slot = rec.slots.get(ticket.request_id) is not None
+        ticket.key_hold = ticket.request_id in rec.holds
+        if window is not None:
+            edits.rate_headers(ticket.headers, window, rec, reset)
 
     def _worst_cost(self, model: str, body: dict[str, Any], prompt_tokens: int) -> float:
         input_rate, output_rate, default_out = self._prices.get(model, self._prices["*"])
@@ -226,22 +249,32 @@ class Admission:
         counted: bool,
         terminal: ReplyMeta | None = None,
     ) -> None:
-        request_id = ticket.request_id
-        if ticket.slot is not None:
-            self.spend.later(ticket.slot, edits.drop_slot(request_id), GIVE_BACK_S)
-        if not counted:
-            for key in ticket.windows:
-                self.windows.later(key, edits.uncount(ticket.estimate_tokens), GIVE_BACK_S)
-        elif terminal is not None and terminal.usage is not None:
-            actual = terminal.usage.prompt_tokens + terminal.usage.completion_tokens
-            delta = actual - ticket.estimate_tokens
-            if delta:
-                for key in ticket.windows:
-                    self.windows.later(key, edits.add_tokens(delta), GIVE_BACK_S)
+        request_id, tokens = ticket.request_id, ticket.estimate_tokens
+        delta = 0
+        if counted and terminal is not None and terminal.usage is not None:
+            delta = terminal.usage.prompt_tokens + terminal.usage.completion_tokens - tokens
+        later: list[Callable[[SpendRecord], None]] = []
+        if ticket.slot:
+            later.append(edits.drop_slot(request_id))
+        if ticket.key_minute is not None:
+            if not counted:
+                later.append(edits.key_uncount(ticket.key_minute, tokens))
+            elif delta:
+                later.append(edits.key_add_tokens(ticket.key_minute, delta))
+        for key in ticket.windows:
+            if not counted:
+                self.windows.later(key, edits.uncount(tokens), GIVE_BACK_S)
+            elif delta:
+                self.windows.later(key, edits.add_tokens(delta), GIVE_BACK_S)
         if error:
             lapse = time.time() + (self.settings.limits.hold_grace_s if counted else 0.0)
             for key in ticket.budgets:
                 self.spend.later(key, edits.lapse_hold(request_id, lapse), GIVE_BACK_S)
+            if ticket.key_hold:
+                later.append(edits.lapse_hold(request_id, lapse))
+        if ticket.key is not None:
+            for edit in later:
+                self.spend.later(ticket.key, edit, GIVE_BACK_S)
 
     async def close(self) -> None:
         """Write the give-backs still queued."""

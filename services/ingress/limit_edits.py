@@ -57,40 +57,77 @@ def count(w: Window, tokens: int, reset: float) -> Callable[[WindowRecord], Wind
     return edit
 
 
-def take(
-    request_id: str,
-    parallel: int | None,
-    slot_lapse: float,
-    budget: Budget | None,
-    amount: float,
-    hold_lapse: float,
-    now: float,
-) -> Callable[[SpendRecord], None]:
-    """Take a parallel slot and/or a budget hold on one record, or refuse both."""
+Step = Callable[[SpendRecord], Callable[[], None]]
+"""One check on a key's record: raises the refusal, or returns the change to make."""
 
-    def edit(rec: SpendRecord) -> None:
+
+def key_state(*steps: Step) -> Callable[[SpendRecord], SpendRecord]:
+    """Every step's check, then every step's change: one refusal changes nothing."""
+
+    def edit(rec: SpendRecord) -> SpendRecord:
+        changes = [step(rec) for step in steps]
+        for change in changes:
+            change()
+        return rec.model_copy()
+
+    return edit
+
+
+def key_window(w: Window, tokens: int, minute: int, reset: float) -> Step:
+    """A key's requests and tokens this minute (kept in its own record)."""
+
+    def check(rec: SpendRecord) -> Callable[[], None]:
+        rec.at_minute(minute)
+        counts = WindowRecord(requests=rec.requests, tokens=rec.tokens)
+        count(w, tokens, reset)(counts)  # raises the refusal, with its headers
+
+        def change() -> None:
+            rec.requests, rec.tokens = counts.requests, counts.tokens
+
+        return change
+
+    return check
+
+
+def slot(request_id: str, parallel: int, lapse: float, now: float) -> Step:
+    def check(rec: SpendRecord) -> Callable[[], None]:
         rec.prune(now)
-        if parallel is not None and rec.live_slots(now) >= parallel:
+        if rec.live_slots(now) >= parallel:
             raise RateLimited(
                 f"this key already has {parallel} requests in flight (max_parallel_requests)",
                 code="parallel_request_limit_reached",
                 retry_after=1.0,
             )
-        if budget is not None:
-            rec.period_s = budget.period_s
-            rec.roll(now)
-            held = rec.held(now)
-            if rec.spent + held + amount > budget.max_budget:
-                raise BudgetExceeded(
-                    f"the {budget.holder}'s budget is exhausted: spent ${rec.spent:.6f}"
-                    f" (plus ${held:.6f} held by requests in flight) of"
-                    f" ${budget.max_budget:.6f}; this request may cost up to ${amount:.6f}"
-                )
-            rec.holds[request_id] = Hold(amount=amount, expires=hold_lapse)
-        if parallel is not None:
-            rec.slots[request_id] = slot_lapse
 
-    return edit
+        def change() -> None:
+            rec.slots[request_id] = lapse
+
+        return change
+
+    return check
+
+
+def hold(request_id: str, budget: Budget, amount: float, lapse: float, now: float) -> Step:
+    """Hold ``amount`` against the budget, or refuse with 402."""
+
+    def check(rec: SpendRecord) -> Callable[[], None]:
+        rec.prune(now)
+        rec.period_s = budget.period_s
+        rec.roll(now)
+        held = rec.held(now)
+        if rec.spent + held + amount > budget.max_budget:
+            raise BudgetExceeded(
+                f"the {budget.holder}'s budget is exhausted: spent ${rec.spent:.6f}"
+                f" (plus ${held:.6f} held by requests in flight) of"
+                f" ${budget.max_budget:.6f}; this request may cost up to ${amount:.6f}"
+            )
+
+        def change() -> None:
+            rec.holds[request_id] = Hold(amount=amount, expires=lapse)
+
+        return change
+
+    return check
 
 
 def drop_slot(request_id: str) -> Callable[[SpendRecord], None]:
@@ -130,7 +167,26 @@ def add_tokens(delta: int) -> Callable[[WindowRecord], None]:
     return edit
 
 
-def rate_headers(headers: dict[str, str], w: Window, rec: WindowRecord, reset: float) -> None:
+def key_uncount(minute: int, tokens: int) -> Callable[[SpendRecord], None]:
+    def edit(rec: SpendRecord) -> None:
+        if rec.minute == minute:
+            rec.requests = max(0, rec.requests - 1)
+            rec.tokens = max(0, rec.tokens - tokens)
+
+    return edit
+
+
+def key_add_tokens(minute: int, delta: int) -> Callable[[SpendRecord], None]:
+    def edit(rec: SpendRecord) -> None:
+        if rec.minute == minute:
+            rec.tokens = max(0, rec.tokens + delta)
+
+    return edit
+
+
+def rate_headers(
+    headers: dict[str, str], w: Window, rec: WindowRecord | SpendRecord, reset: float
+) -> None:
     """OpenAI's ``x-ratelimit-*`` headers for one window."""
     reset_text = f"{math.ceil(reset)}s"
     if w.rpm is not None:

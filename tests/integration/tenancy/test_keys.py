@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.stack import Stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -158,11 +159,24 @@ def test_the_seed_client_flow_with_users_and_teams(keyed: Stack) -> None:
 
     key_info = admin(keyed, "GET", "/key/info", key=key).json()["info"]
     assert key_info["user_id"] == user_id and key_info["team_id"] == "research"
-    assert key_info["spend"] == 0.0
+    assert reply.usage is not None
+    cost = (reply.usage.prompt_tokens * 0.15 + reply.usage.completion_tokens * 0.60) / 10**6
+
+    def settled() -> bool:
+        spends = (
+            admin(keyed, "GET", "/key/info", key=key).json()["info"]["spend"],
+            admin(keyed, "GET", "/user/info", key=key).json()["user_info"]["spend"],
+            admin(keyed, "GET", "/team/info", key=key).json()["team_info"]["spend"],
+        )
+        return all(s == pytest.approx(cost, rel=1e-9) for s in spends)
+
+    wait_until(settled, 30, "the key's spend to settle")
     own = admin(keyed, "GET", "/user/info", key=key).json()
     assert own["user_id"] == user_id and own["keys"] == [key_info["token"]]
     members = admin(keyed, "GET", "/team/info", key=key, params={"team_id": "research"}).json()
     assert members["members"] == [user_id] and members["team_info"]["max_budget"] == 50
+    assert members["team_info"]["spend"] == pytest.approx(cost, rel=1e-9)
+    assert own["user_info"]["spend"] == pytest.approx(cost, rel=1e-9)
 
     stranger = new_key(keyed)
     assert (
