@@ -173,7 +173,14 @@ class Admission:
         if record is not None and key_steps:
             # everything of the key's own in one record: one write
             steps.append(self._take_key(ticket, record.token, key_steps, own_window, minute, reset))
-        results = await asyncio.gather(*steps, return_exceptions=True)
+        if len(steps) == 1:  # the usual case: a key's own limits, one write, no task
+            try:
+                await steps[0]
+                return ticket
+            except Exception as exc:
+                results: list[Any] = [exc]
+        else:
+            results = await asyncio.gather(*steps, return_exceptions=True)
         refusals = [r for r in results if isinstance(r, BaseException)]
         if refusals:
             self._give_back(ticket, error=True, counted=False)

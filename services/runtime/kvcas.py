@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 MAX_CONFLICTS = 64
 CACHE_LIMIT = 50_000
+RETRY_DEFERRED_S = 0.5
 
 
 @dataclass(slots=True)
@@ -77,6 +78,8 @@ class KvCas(Generic[R]):
         timeout: callers fail closed rather than admit without a check. An edit
         that timed out before it was written is dropped.
         """
+        if key not in self._draining:
+            return await self._change_now(key, edit)
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(_Edit(edit, waiter))
         self._drain_soon(key, 0.0)
@@ -84,9 +87,40 @@ class KvCas(Generic[R]):
             return await asyncio.wait_for(asyncio.shield(waiter), self.timeout_s)
         except TimeoutError:
             waiter.cancel()
-            raise ServiceUnavailable(
-                "the gateway's limit store did not answer in time; retry shortly"
-            ) from None
+            raise _late() from None
+
+    async def _change_now(self, key: str, edit: Callable[[R], T]) -> T:
+        """No write to ``key`` is in flight: write in the caller's task (no hand-off),
+        taking deferred edits along; edits that arrive meanwhile queue up and are
+        written after it."""
+        self._draining.add(key)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        batch = [*self._pending.pop(key, ()), _Edit(edit, None)]
+        failed = True
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                outcomes = await self._commit(key, batch)
+            failed = False
+        except TimeoutError:
+            raise _late() from None
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:  # the store failed
+            raise _unavailable(exc) from None
+        finally:
+            self._draining.discard(key)
+            if failed and len(batch) > 1:  # the deferred edits wait for the next try
+                self._pending.setdefault(key, [])[:0] = batch[:-1]
+                self._drain_soon(key, RETRY_DEFERRED_S)
+            elif self._pending.get(key):
+                self._drain_soon(key, 0.0)
+        self._settle(key, batch[:-1], outcomes[:-1])
+        ok, value = outcomes[-1]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
 
     def later(self, key: str, edit: Callable[[R], object], delay_s: float = 0.05) -> None:
         """Queue ``edit`` without waiting: written with the next change to ``key``,
@@ -136,6 +170,10 @@ class KvCas(Generic[R]):
         except Exception as exc:  # the store failed: every edit of the batch fails with it
             failure = exc if isinstance(exc, ServiceUnavailable) else _unavailable(exc)
             outcomes = [(False, failure)] * len(batch)
+        self._settle(key, batch, outcomes)
+
+    def _settle(self, key: str, batch: list[_Edit], outcomes: list[tuple[bool, Any]]) -> None:
+        """Tell each edit's waiter how it went (log a deferred edit's failure)."""
         for edit, (ok, value) in zip(batch, outcomes, strict=True):
             if edit.waiter is None:
                 if not ok:
@@ -183,6 +221,10 @@ class KvCas(Generic[R]):
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = (revision, raw)
+
+
+def _late() -> ServiceUnavailable:
+    return ServiceUnavailable("the gateway's limit store did not answer in time; retry shortly")
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:

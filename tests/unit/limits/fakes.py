@@ -34,6 +34,7 @@ class FakeKv:
     async def update(self, key: str, value: bytes, last: int | None = None) -> int:
         if self.hang:
             await asyncio.Event().wait()
+        await asyncio.sleep(0)  # a round trip: other tasks run meanwhile
         self.updates += 1
         current = self.data[key].revision if key in self.data else 0
         if (last or 0) != current:
