@@ -199,6 +199,8 @@ class UsageEvent(BusMessage):
     final: bool = Field(
         True, description="False when another attempt of the request follows this one"
     )
+    cache_hit: bool = Field(False, description="answered from the response cache")
+    batch_id: str | None = None
 
 
 class Cancel(BusMessage):

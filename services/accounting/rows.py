@@ -22,6 +22,7 @@ COLUMNS: Final = (
     "attempt",
     "key_id",
     "tenant",
+    "user_id",
     "model",
     "provider",
     "deployment",
@@ -39,6 +40,9 @@ COLUMNS: Final = (
     "error_type",
     "http_status",
     "finish_reason",
+    "cache_hit",
+    "batch_id",
+    "final",
 )
 
 _UINT16: Final = 2**16 - 1
@@ -79,6 +83,7 @@ def to_row(event: UsageEvent) -> list[Any]:
         event.attempt,
         event.key_id or "",
         event.tenant or "",
+        event.user_id or "",
         event.model,
         event.provider,
         event.deployment,
@@ -96,6 +101,9 @@ def to_row(event: UsageEvent) -> list[Any]:
         event.error_type,
         event.http_status,
         event.finish_reason,
+        event.cache_hit,
+        event.batch_id or "",
+        event.final,
     ]
 
 

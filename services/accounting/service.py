@@ -61,6 +61,7 @@ async def serve(
         applied = await store.migrate()
         if applied:
             log.info("applied ClickHouse migrations %s", applied)
+        await store.apply_ttl({"requests": ch.ttl_days, "usage_minute": ch.minute_rollup_ttl_days})
 
         nc = await connect(settings, "accounting")
         stack.push_async_callback(nc.close)

@@ -17,7 +17,8 @@ insert. Only one process may open an embedded store: a second one fails with
 
 Contract: ``query`` never raises for a bad query; the reason is in
 ``SqlResult.error``. ``insert_usage`` raises on failure and returns only after
-the engine stored the rows (``async_insert=0``).
+the engine stored the rows (``async_insert=0``); it never inserts an attempt
+that is already stored.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ INSERT_SETTINGS: Final = {
     "async_insert": 0,
     "wait_for_async_insert": 1,
     "insert_deduplicate": 1,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
 }
 # Time for the engine to notice max_execution_time before the caller gives up.
 QUERY_GRACE_S: Final = 5.0
@@ -114,6 +116,11 @@ class ClickHouseStore:
     async def migrate(self) -> list[int]:
         return await _on(self._write_thread, partial(migrations.migrate, self._writer_client()))
 
+    async def apply_ttl(self, tables: dict[str, int | None]) -> None:
+        """Keep each table's rows for the given days (None: keep them all), as set
+        in config; applied at every start, so changing the setting takes effect."""
+        await _on(self._write_thread, partial(_apply_ttl, self._writer_client(), tables))
+
     async def rollback(self, to_version: int) -> list[int]:
         client = self._writer_client()
         return await _on(self._write_thread, partial(migrations.rollback, client, to_version))
@@ -169,12 +176,27 @@ class ClickHouseStore:
         return self._writer
 
     def _insert(self, events: list[UsageEvent], dedup_token: str) -> None:
+        fresh = self._not_stored(events)
+        if not fresh:
+            return
         self._writer_client().insert(
             TABLE,
-            [to_row(event) for event in events],
+            [to_row(event) for event in fresh],
             column_names=list(COLUMNS),
             settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
         )
+
+    def _not_stored(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        """The events whose attempt is not in the table yet (a redelivered event
+        whose first insert succeeded is dropped here, so the rollups, which see
+        every inserted block, count it once)."""
+        ids = sorted({e.request_id for e in events})
+        stored = self._writer_client().query(
+            f"SELECT request_id, attempt FROM {TABLE} WHERE request_id IN {{ids:Array(String)}}",
+            parameters={"ids": ids},
+        )
+        seen = {(row[0], row[1]) for row in stored.result_rows}
+        return [e for e in events if (e.request_id, e.attempt) not in seen]
 
 
 async def _on(thread: ThreadPoolExecutor, call: Callable[[], T]) -> T:
@@ -197,6 +219,24 @@ def _open_reader(dsn: str, database: str) -> Any:
     return clickhouse_connect.get_client(
         dsn=dsn, database=database, settings={"readonly": 2}, tz_mode="aware"
     )
+
+
+def _apply_ttl(client: Any, tables: dict[str, int | None]) -> None:
+    for table, days in tables.items():
+        column = "timestamp" if table == TABLE else "bucket"
+        current = client.query(
+            "SELECT create_table_query FROM system.tables"
+            " WHERE database = currentDatabase() AND name = {t:String}",
+            parameters={"t": table},
+        ).result_rows
+        if not current:
+            continue
+        has_ttl = " TTL " in current[0][0]
+        if days is not None:
+            ttl = f"toDateTime({column}) + INTERVAL {int(days)} DAY"
+            client.command(f"ALTER TABLE {_quote(table)} MODIFY TTL {ttl}")
+        elif has_ttl:
+            client.command(f"ALTER TABLE {_quote(table)} REMOVE TTL")
 
 
 def _quote(identifier: str) -> str:

@@ -14,16 +14,23 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from typing import Any
 
 import orjson
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from schemas import subjects as s
+from schemas.bus import UsageEvent
 from schemas.gateway_options import BODY_FIELD, GatewayOptions
+from services.ingress.auth import Principal
 from services.runtime.settings import CacheSettings
 
 log = logging.getLogger("igw.ingress.cache")
 
+CACHE_PROVIDER = "cache"
+"""The provider and deployment named on the usage row of a cache hit."""
 _IGNORED = frozenset({"stream", "stream_options", "user", "metadata", BODY_FIELD})
 
 
@@ -39,6 +46,22 @@ def key_of(model: str, body: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def hit_usage(request_id: str, model: str, principal: Principal) -> UsageEvent:
+    return UsageEvent(
+        request_id=request_id,
+        attempt=1,
+        ts=time.time(),
+        key_id=principal.token,
+        tenant=principal.team_id,
+        user_id=principal.user_id,
+        model=model,
+        provider=CACHE_PROVIDER,
+        deployment=CACHE_PROVIDER,
+        upstream_model="",
+        cache_hit=True,
+    )
+
+
 class ResponseCache:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
@@ -50,6 +73,26 @@ class ResponseCache:
         except Exception:  # not found, expired, or the bus is slow: ask the provider
             return None
         return entry.value or None
+
+    def record_hit(self, js: JetStreamContext, usage: UsageEvent) -> None:
+        """Publish the usage row of an answer served from the cache (no upstream
+        call, no cost), so analysts see hits and misses; in the background."""
+
+        async def publish() -> None:
+            headers = {s.HEADER_MSG_ID: s.attempt_msg_id(usage.request_id, usage.attempt)}
+            try:
+                await js.publish(
+                    s.usage_subject(CACHE_PROVIDER),
+                    usage.model_dump_json().encode(),
+                    headers=headers,
+                    timeout=5.0,
+                )
+            except Exception as exc:  # only the analytics row is lost, never an answer
+                log.warning("could not record a cache hit: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(publish())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def put(self, key: str, payload: bytes) -> None:
         """Store in the background; a failed store only costs a later miss."""

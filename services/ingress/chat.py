@@ -53,6 +53,7 @@ async def chat_completions(request: Request) -> Response:
             key = cache.key_of(chat.model, data)
             if (hit := await ctx.cache.get(key)) is not None:
                 headers["x-cache"] = "HIT"
+                ctx.cache.record_hit(ctx.js, cache.hit_usage(request_id, chat.model, principal))
                 hit_reply = Response(hit, media_type=JSON, headers=headers)
                 return hit_reply if claim is None else await claim.finish(hit_reply)
             headers["x-cache"] = "MISS"

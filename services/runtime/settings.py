@@ -71,6 +71,12 @@ class ClickHouseSettings(_Section):
     flush_interval_ms: int = Field(1000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
     max_result_rows: int = Field(10_000, ge=1)
+    ttl_days: int | None = Field(
+        None, ge=1, description="requests rows older than this are dropped; None keeps them"
+    )
+    minute_rollup_ttl_days: int | None = Field(
+        35, ge=1, description="per-minute rollups older than this are dropped (hour and day stay)"
+    )
 
 
 class SimulatorSettings(_Section):

@@ -142,7 +142,8 @@ def test_a_real_local_model_streams_tokens_and_usage_through_igw(local_up: Local
     text = "".join(pieces)
     assert len(pieces) > 1, text
     assert not set(text.lower().split()) <= set(WORDS), f"simulator text: {text!r}"
-    assert "paris" in text.lower(), text
+    # a 135M model answers on topic, not always correctly, and builds differ
+    assert {"paris", "france"} & set(text.lower().replace(".", " ").split()), text
     # llama-cpp-python's server ignores stream_options and sends no usage chunk
     # (0.3.36); the worker adds one, estimated, and accounting flags it as such
     assert usage is not None

@@ -20,7 +20,7 @@ COUNT_SQL = "SELECT count(), sum(cost_usd), uniqExact(request_id, attempt) FROM 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[ClickHouseStore]:
     opened = await ClickHouseStore.open(f"chdb://{tmp_path / 'ch'}", "igw")
-    assert await opened.migrate() == [1]
+    assert await opened.migrate() == [1, 2, 3]
     try:
         yield opened
     finally:
@@ -70,9 +70,12 @@ async def test_same_event_in_two_batches_counts_once(store: ClickHouseStore) -> 
     count, cost, unique = await scalar_rows(store, COUNT_SQL)
     assert (count, unique) == (2, 2)
     assert Decimal(str(cost)) == first.cost_usd + second.cost_usd
-    # The duplicate is physically there until a merge; final=1 hides it.
+    # The writer saw the attempt stored and did not insert it again, so even
+    # without final=1, and in the rollups, it counts once.
     (raw,) = await scalar_rows(store, "SELECT count() FROM requests SETTINGS final = 0")
-    assert raw == 3
+    assert raw == 2
+    (rolled,) = await scalar_rows(store, "SELECT sum(requests) FROM usage_hour")
+    assert rolled == 2
 
 
 async def test_retried_batch_with_same_token_is_dropped(store: ClickHouseStore) -> None:
@@ -85,18 +88,19 @@ async def test_retried_batch_with_same_token_is_dropped(store: ClickHouseStore) 
 
 async def test_rollback_then_migrate_again(store: ClickHouseStore) -> None:
     await store.insert_usage([usage_event(1)], "before-rollback")
-    assert await store.rollback(0) == [1]
+    assert await store.rollback(0) == [3, 2, 1]
     gone = await store.query("SELECT count() FROM requests", max_rows=10, timeout_s=10)
     assert gone.error is not None
     assert "UNKNOWN_TABLE" in gone.error
     assert await store.rollback(0) == []
-    assert await store.migrate() == [1]
+    assert await store.migrate() == [1, 2, 3]
     await store.insert_usage([usage_event(2)], "after-rollback")
     assert await scalar_rows(store, "SELECT count() FROM requests") == [1]
     log = await store.query(
         "SELECT version, direction FROM schema_migrations ORDER BY seq", max_rows=10, timeout_s=10
     )
-    assert log.rows == [[1, "up"], [1, "down"], [1, "up"]]
+    ups = [[v, "up"] for v in (1, 2, 3)]
+    assert log.rows == [*ups, [3, "down"], [2, "down"], [1, "down"], *ups]
 
 
 @pytest.mark.parametrize(
