@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
 	done)
 
-.PHONY: install local-extra run run-local test test-quick test-local lint typecheck unit integration bench clean
+.PHONY: install browser local-extra run run-local test test-quick test-local lint typecheck unit integration bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "IGW needs Python 3.11 or newer (python3.11+ on PATH, or make PYTHON=/path/to/python)"; exit 1; }
@@ -30,6 +30,21 @@ $(BIN)/.local-installed: $(BIN)/.installed
 
 local-extra: $(BIN)/.local-installed
 
+# the dashboard's browser test drives Debian's chromium through chromedriver (Selenium);
+# as root with apt-get they are installed here (with a font for readable screenshots),
+# otherwise this says how to install them
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver (the dashboard's browser test needs them)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core; \
+	else \
+	  echo "chromium and chromedriver are missing: the dashboard's browser test will fail."; \
+	  echo "install them with: sudo apt-get install -y --no-install-recommends chromium chromium-driver"; \
+	fi
+
 run: install
 	$(BIN)/igw up
 
@@ -46,15 +61,15 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install
+integration: install browser
 	$(BIN)/pytest tests/integration -m "not local_model"
 
 # everything CI runs, the real local model included (builds the 'local' extra once)
-test: lint typecheck local-extra
+test: lint typecheck local-extra browser
 	$(BIN)/pytest
 
 # the same without the local-model test, for a machine without a C++ compiler
-test-quick: lint typecheck
+test-quick: lint typecheck browser
 	$(BIN)/pytest -m "not local_model"
 
 test-local: local-extra

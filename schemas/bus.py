@@ -106,6 +106,10 @@ class RoutingView(BusMessage):
     pin_provider: str | None = None
     needs: Needs = Field(default_factory=Needs)
     hedge: bool = False
+    key_id: str | None = None
+    tenant: str | None = None
+    user_id: str | None = None
+    stream: bool = False
 
 
 class RouteDecision(BaseModel):

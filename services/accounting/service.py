@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from typing import Annotated, Any, Final
 
 from faststream import Context, StreamMessage
@@ -58,10 +59,17 @@ async def serve(
     async with AsyncExitStack() as stack:
         store = await ClickHouseStore.open(settings.clickhouse_dsn, ch.database)
         stack.push_async_callback(store.close)
-        applied = await store.migrate()
-        if applied:
-            log.info("applied ClickHouse migrations %s", applied)
-        await store.apply_ttl({"requests": ch.ttl_days, "usage_minute": ch.minute_rollup_ttl_days})
+        if ch.manage_schema:
+            applied = await store.migrate()
+            if applied:
+                log.info("applied ClickHouse migrations %s", applied)
+            await store.apply_ttl(
+                {"requests": ch.ttl_days, "usage_minute": ch.minute_rollup_ttl_days}
+            )
+            if ch.rollup_check_days:
+                await store.reconcile_rollups(timedelta(days=ch.rollup_check_days))
+        else:
+            log.info("ClickHouse schema is managed externally: no migrations or TTL changes")
 
         nc = await connect(settings, "accounting")
         stack.push_async_callback(nc.close)

@@ -16,6 +16,7 @@ settlers running at once (accounting replicas) never counts an event twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -103,7 +104,8 @@ class Settler:
                 if batch:
                     await self._settle(batch)
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # the connection may be closing already
+                await sub.unsubscribe()
 
     async def stop(self) -> None:
         self._stopping.set()

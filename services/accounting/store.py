@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
 from functools import partial
@@ -39,6 +39,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from schemas.bus import SqlResult, UsageEvent
 from services.accounting import migrate as migrations
+from services.accounting import rollups
 from services.accounting.rows import COLUMNS, TABLE, to_row
 from services.accounting.sql_guard import ReadOnlyViolation, check_read_only
 from services.runtime.errors import StartupError
@@ -120,6 +121,12 @@ class ClickHouseStore:
         """Keep each table's rows for the given days (None: keep them all), as set
         in config; applied at every start, so changing the setting takes effect."""
         await _on(self._write_thread, partial(_apply_ttl, self._writer_client(), tables))
+
+    async def reconcile_rollups(self, window: timedelta) -> list[date]:
+        """Rebuild recent days whose rollups disagree with the table (see ``rollups``)."""
+        return await _on(
+            self._write_thread, partial(rollups.reconcile, self._writer_client(), window)
+        )
 
     async def rollback(self, to_version: int) -> list[int]:
         client = self._writer_client()

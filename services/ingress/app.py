@@ -13,7 +13,9 @@ from schemas import subjects as s
 from services.ingress import (
     admin_keys,
     admin_people,
+    analytics,
     chat,
+    dashboard,
     embeddings,
     infer,
     messages,
@@ -120,6 +122,12 @@ def create_app(settings: Settings) -> FastPath:
     app.router.add_route("/team/info", admin_people.team_info, methods=["GET"])
     app.router.add_route("/v1/models", meta.list_models, methods=["GET"])
     app.router.add_route("/api/v1/providers/status", status.providers_status, methods=["GET"])
+    app.router.add_route("/api/v1/usage", analytics.usage, methods=["GET"])
+    app.router.add_route("/analytics/usage-by-key", analytics.usage_by_key, methods=["GET"])
+    app.router.add_route("/analytics/spend", analytics.spend, methods=["GET"])
+    app.router.add_route("/analytics/latency", analytics.latency, methods=["GET"])
+    app.router.add_route("/analytics/errors", analytics.errors, methods=["GET"])
+    app.router.add_route("/dashboard", dashboard.dashboard, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])
     app.router.add_route("/ready", meta.ready, methods=["GET"])
     hot = {("POST", "/v1/chat/completions"): chat.chat_completions}

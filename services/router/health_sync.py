@@ -48,6 +48,7 @@ class HealthSync:
         self._kv: KeyValue | None = None
         self._js: JetStreamContext | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._deployments = frozenset(m.deployment for m in settings.models)
 
     async def start(self, nc: Client, js: JetStreamContext) -> None:
         self._js = js
@@ -70,8 +71,8 @@ class HealthSync:
 
     async def _on_usage(self, msg: Msg) -> None:
         event = Outcome.from_json(msg.data)
-        if event is None:
-            return
+        if event is None or event.deployment not in self._deployments:
+            return  # a cache hit or a router refusal: no deployment was called
         mine = self._mine.pop(f"{event.request_id}:{event.attempt}", 0) is None
         change = self.book.record(event, time.time(), mine=mine)
         if change is not None:

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from schemas import subjects as s
-from schemas.bus import ErrorInfo, ReplyMeta, RoutingView, work_item_json
+from schemas.bus import ErrorInfo, ReplyMeta, RoutingView, UsageEvent, work_item_json
 from services.router.capacity import Capacity
 from services.router.decide import Decision, NoCapacity, NoRoute, RoutingTable, decide
 from services.router.health import BreakerPolicy, HealthBook
@@ -37,6 +37,8 @@ from services.runtime.settings import Settings
 from services.runtime.topology import declare
 
 log = logging.getLogger("igw.router")
+ROUTER = "router"
+"""Provider and deployment named on a refusal's usage row: no deployment ran it."""
 
 BATCH_YIELD_S = 0.25
 """How long a batch request steps back while interactive ones wait for the same model."""
@@ -167,7 +169,41 @@ class Router:
         )
         headers = {s.HEADER_REPLY: meta.model_dump_json()}
         await self._nc.publish(request.reply_subject, b"", headers=headers)
+        await self._record_refusal(request, error)
         await msg.ack()
+
+    async def _record_refusal(self, request: RoutingView, error: ErrorInfo) -> None:
+        """The usage row of an attempt the router answered instead of running
+        (nothing left to try, no capacity in time): no tokens, no cost, the
+        request's final row, so analysts count it and budgets release its hold."""
+        assert self._js is not None
+        usage = UsageEvent(
+            request_id=request.request_id,
+            attempt=request.attempt,
+            ts=time.time(),
+            key_id=request.key_id,
+            tenant=request.tenant,
+            user_id=request.user_id,
+            model=request.model,
+            provider=ROUTER,
+            deployment=ROUTER,
+            upstream_model="",
+            priority=request.priority,
+            stream=request.stream,
+            status="error",
+            error_type=error.code or error.type,
+            http_status=error.status,
+        )
+        headers = {s.HEADER_MSG_ID: s.attempt_msg_id(request.request_id, request.attempt)}
+        try:
+            await self._js.publish(
+                s.usage_subject(ROUTER),
+                usage.model_dump_json().encode(),
+                headers=headers,
+                timeout=5.0,
+            )
+        except Exception as exc:  # the client has its answer; only the row is missing
+            log.warning("could not record the refusal of %s: %s", request.request_id, exc)
 
     async def _wait_for_capacity(self, msg: Msg, request: RoutingView, wait_s: float) -> bool:
         """Leave the request in JetStream until capacity frees (a delayed nak), unless its

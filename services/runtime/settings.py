@@ -77,6 +77,16 @@ class ClickHouseSettings(_Section):
     minute_rollup_ttl_days: int | None = Field(
         35, ge=1, description="per-minute rollups older than this are dropped (hour and day stay)"
     )
+    manage_schema: bool = Field(
+        True,
+        description="accounting applies the migrations and TTLs at start-up; false when the "
+        "schema is managed outside IGW (a cluster, see deploy/clickhouse/cluster)",
+    )
+    rollup_check_days: int = Field(
+        2,
+        ge=0,
+        description="at start-up, rebuild rollups that disagree with the table this far back",
+    )
 
 
 class SimulatorSettings(_Section):
