@@ -69,7 +69,7 @@ async def serve(
             if ch.rollup_check_days:
                 await store.reconcile_rollups(timedelta(days=ch.rollup_check_days))
         else:
-            log.info("ClickHouse schema is managed externally: no migrations or TTL changes")
+            log.info("ClickHouse schema is managed externally: no migrations, TTLs, rollup repair")
 
         nc = await connect(settings, "accounting")
         stack.push_async_callback(nc.close)

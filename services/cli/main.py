@@ -172,9 +172,14 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     console.print(f"[green]configuration is valid[/]  (data dir {settings.data_dir.resolve()})")
     for model in settings.models:
         key = "key set" if model.api_key is not None else "no key"
+        price = model.price
+        if price.input_per_mtok or price.output_per_mtok:
+            priced = f"${price.input_per_mtok}/${price.output_per_mtok} per Mtok"
+        else:
+            priced = "[yellow]no price: costs 0[/]"
         console.print(
             f"  {model.alias:<24} -> {model.provider}/{model.deployment} "
-            f"({model.model} at {model.base_url}, {key})"
+            f"({model.model} at {model.base_url}, {key}, {priced})"
         )
     if args.local_model:
         from services.cli.local_model import describe

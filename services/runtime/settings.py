@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from schemas.subjects import is_subject_token
+from services.runtime.price_table import list_price
 
 KNOWN_PROVIDERS: frozenset[str] = frozenset(
     {"openai", "azure", "anthropic", "gemini", "bedrock", "ollama"}
@@ -79,8 +80,8 @@ class ClickHouseSettings(_Section):
     )
     manage_schema: bool = Field(
         True,
-        description="accounting applies the migrations and TTLs at start-up; false when the "
-        "schema is managed outside IGW (a cluster, see deploy/clickhouse/cluster)",
+        description="accounting applies the migrations and TTLs and repairs the rollups at "
+        "start-up; false when the schema is managed outside IGW (deploy/clickhouse/cluster)",
     )
     rollup_check_days: int = Field(
         2,
@@ -246,6 +247,21 @@ class ModelDeployment(_Section):
             raise ValueError("provider 'azure' needs api_version (for example 2024-10-21)")
         if self.provider == "bedrock" and not self.region:
             raise ValueError("provider 'bedrock' needs a region (used to sign requests)")
+        return self
+
+    @model_validator(mode="after")
+    def _default_price(self) -> ModelDeployment:
+        """No ``price`` in config: the shipped list price of the upstream model, if known."""
+        if "price" not in self.model_fields_set:
+            known = list_price(self.model)
+            if known is not None:
+                input_rate, output_rate, cached = known
+                price = Price(
+                    input_per_mtok=input_rate,
+                    output_per_mtok=output_rate,
+                    cached_input_per_mtok=cached,
+                )
+                object.__setattr__(self, "price", price)
         return self
 
     @model_validator(mode="after")
