@@ -1,0 +1,10 @@
+-- Drops what 002_rollups.up.sql created (the rollup data too).
+DROP TABLE IF EXISTS igw.usage_minute_mv ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_minute ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_minute_local ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_hour_mv ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_hour ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_hour_local ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_day_mv ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_day ON CLUSTER '{cluster}' SYNC;
+DROP TABLE IF EXISTS igw.usage_day_local ON CLUSTER '{cluster}' SYNC;
