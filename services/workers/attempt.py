@@ -27,7 +27,7 @@ from services.runtime.errors import (
 )
 from services.runtime.pricing import cost_usd
 from services.runtime.settings import ModelDeployment
-from services.runtime.tokens import estimate_prompt_tokens
+from services.runtime.tokenizer import count_prompt
 from services.workers.body import upstream_body
 from services.workers.protocol import ProviderAdapter, UpstreamCall
 from services.workers.upstream_errors import refine
@@ -237,7 +237,7 @@ async def _stream(
         # The upstream sent no usage (some servers ignore stream_options): estimate it,
         # so the client that asked for usage gets it and accounting flags the estimate.
         progress.usage = Usage(
-            prompt_tokens=(prompt := estimate_prompt_tokens(call.body)),
+            prompt_tokens=(prompt := count_prompt(call.body, call.deployment.model)),
             completion_tokens=progress.output_chunks,
             total_tokens=prompt + progress.output_chunks,
         )
@@ -271,7 +271,8 @@ def usage_event(
             usage.cached_tokens,
         )
     elif progress.output_chunks > 0:
-        prompt, completion, cached = estimate_prompt_tokens(req.body), progress.output_chunks, 0
+        prompt = count_prompt(req.body, route.upstream_model)
+        completion, cached = progress.output_chunks, 0
     else:
         prompt = completion = cached = 0
     now = time.monotonic()
