@@ -59,6 +59,13 @@ KV_LIMITS: Final = "igw_limits"
 KV_LIMITS_STREAM: Final = f"KV_{KV_LIMITS}"
 KV_HEALTH: Final = "igw_health"
 """Circuit-breaker state per deployment, shared by router replicas (key: deployment)."""
+
+# Object stores (each is backed by a stream named OBJ_<bucket>).
+OBJ_FILES: Final = "igw_files"
+"""Files uploaded through ``/v1/files``, by file id; the File object is in each
+object's headers (see ``schemas.files``)."""
+OBJ_FILES_STREAM: Final = f"OBJ_{OBJ_FILES}"
+
 ROUTER_STATUS: Final = "igw.router.status"
 """Request/reply: any router answers with per-deployment health (``DeploymentStatus`` list)."""
 

@@ -6,9 +6,10 @@ inserted. An insert into the table and its push into the views are not one
 atomic step: with the embedded engine, a process killed between the two keeps
 the rows and loses their rollup, and the redelivered events are then (rightly)
 not inserted again. So at start-up, before consuming, the accounting service
-compares the attempts per minute in ``requests`` with ``usage_minute`` over
-the recent past and rebuilds every day that differs, in all three rollups,
-from the table itself.
+takes the days of the rows inserted recently (by ``inserted_at``: a usage
+event may describe an old attempt), compares each day's attempts in
+``requests`` with the three rollups, and rebuilds every day that differs from
+the table itself.
 
 ``ROLLUP_SELECT`` must aggregate exactly as the views do; a unit test checks
 that a rebuild reproduces what the views wrote.
@@ -43,20 +44,16 @@ WHERE timestamp >= {start} AND timestamp < {end}
 GROUP BY bucket, tenant, key_id, user_id, model, provider, deployment
 """
 
-_MISMATCHED_DAYS: Final = """
-SELECT DISTINCT toDate(bucket) AS day FROM
-(
-    SELECT toStartOfMinute(timestamp) AS bucket, count() AS attempts
-    FROM requests FINAL WHERE timestamp >= {since} GROUP BY bucket
-) AS stored
-FULL OUTER JOIN
-(
-    SELECT bucket, sum(attempts) AS attempts FROM usage_minute
-    WHERE bucket >= {since} GROUP BY bucket
-) AS rolled
-USING (bucket)
-WHERE stored.attempts != rolled.attempts
-ORDER BY day
+_RECENT_DAYS: Final = """
+SELECT DISTINCT toDate(timestamp) FROM requests WHERE inserted_at >= {since} ORDER BY 1
+"""
+
+_DAY_COUNTS: Final = """
+SELECT
+    (SELECT count() FROM requests FINAL WHERE {table_range}),
+    (SELECT sum(attempts) FROM usage_minute WHERE {bucket_range}),
+    (SELECT sum(attempts) FROM usage_hour WHERE {bucket_range}),
+    (SELECT sum(attempts) FROM usage_day WHERE {bucket_range})
 """
 
 
@@ -64,16 +61,35 @@ def _at(value: datetime) -> str:
     return f"toDateTime64('{value.strftime('%Y-%m-%d %H:%M:%S')}', 3, 'UTC')"
 
 
-def mismatched_days(client: Any, since: datetime) -> list[date]:
-    """Days whose minute rollups disagree with the table, from ``since`` on."""
-    rows = client.query(_MISMATCHED_DAYS.format(since=_at(since))).result_rows
-    return [row[0] for row in rows]
+def mismatched_days(client: Any, since: datetime, minute_ttl_days: int | None) -> list[date]:
+    """Days holding rows inserted since ``since`` whose rollups disagree with the table
+    (the minute rollup only within its TTL, after which its rows are gone on purpose)."""
+    recent = client.query(_RECENT_DAYS.format(since=_at(since))).result_rows
+    today = datetime.now(UTC).date()
+    out: list[date] = []
+    for (day,) in recent:
+        start, end = _day_range(day)
+        counts = client.query(
+            _DAY_COUNTS.format(
+                table_range=f"timestamp >= {_at(start)} AND timestamp < {_at(end)}",
+                bucket_range=f"bucket >= {_at(start)} AND bucket < {_at(end)}",
+            )
+        ).result_rows[0]
+        stored, by_minute, by_hour, by_day = (int(c or 0) for c in counts)
+        minutes_kept = minute_ttl_days is None or (today - day).days < minute_ttl_days
+        if by_hour != stored or by_day != stored or (minutes_kept and by_minute != stored):
+            out.append(day)
+    return out
+
+
+def _day_range(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
 
 
 def rebuild_day(client: Any, day: date) -> None:
     """Replace one day of every rollup with an aggregation of the table."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    end = start + timedelta(days=1)
+    start, end = _day_range(day)
     for grain, fn in GRAINS.items():
         table = f"usage_{grain}"
         client.command(
@@ -84,10 +100,11 @@ def rebuild_day(client: Any, day: date) -> None:
         client.command(f"INSERT INTO {table} {select}")
 
 
-def reconcile(client: Any, window: timedelta) -> list[date]:
-    """Rebuild the recent days whose rollups disagree with the table; returns them."""
-    since = (datetime.now(UTC) - window).replace(hour=0, minute=0, second=0, microsecond=0)
-    days = mismatched_days(client, since)
+def reconcile(client: Any, window: timedelta, minute_ttl_days: int | None = None) -> list[date]:
+    """Rebuild the days that rows inserted within ``window`` fall on, where their
+    rollups disagree with the table; returns them."""
+    since = datetime.now(UTC) - window
+    days = mismatched_days(client, since, minute_ttl_days)
     for day in days:
         log.warning("rollups of %s disagree with the requests table: rebuilding that day", day)
         rebuild_day(client, day)

@@ -67,7 +67,8 @@ async def serve(
                 {"requests": ch.ttl_days, "usage_minute": ch.minute_rollup_ttl_days}
             )
             if ch.rollup_check_days:
-                await store.reconcile_rollups(timedelta(days=ch.rollup_check_days))
+                window = timedelta(days=ch.rollup_check_days)
+                await store.reconcile_rollups(window, ch.minute_rollup_ttl_days)
         else:
             log.info("ClickHouse schema is managed externally: no migrations, TTLs, rollup repair")
 

@@ -122,11 +122,13 @@ class ClickHouseStore:
         in config; applied at every start, so changing the setting takes effect."""
         await _on(self._write_thread, partial(_apply_ttl, self._writer_client(), tables))
 
-    async def reconcile_rollups(self, window: timedelta) -> list[date]:
-        """Rebuild recent days whose rollups disagree with the table (see ``rollups``)."""
-        return await _on(
-            self._write_thread, partial(rollups.reconcile, self._writer_client(), window)
-        )
+    async def reconcile_rollups(
+        self, window: timedelta, minute_ttl_days: int | None = None
+    ) -> list[date]:
+        """Rebuild days whose rollups disagree with the table (see ``rollups``)."""
+        client = self._writer_client()
+        run = partial(rollups.reconcile, client, window, minute_ttl_days)
+        return await _on(self._write_thread, run)
 
     async def rollback(self, to_version: int) -> list[int]:
         client = self._writer_client()

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("accounting", help="run the accounting service (writes usage to ClickHouse)")
     sub.add_parser("simulator", help="run the provider simulator")
     sub.add_parser("nats", help="run only the embedded NATS server")
-    sub.add_parser("init", help="declare streams and KV buckets on the NATS server, then exit")
+    sub.add_parser("init", help="declare the streams, KV buckets and object stores, then exit")
     check = sub.add_parser("check", help="validate the config and print what it defines")
     check.add_argument(
         "--local-model", action="store_true", help="also check what `up --local-model` needs"

@@ -17,6 +17,7 @@ from services.ingress import (
     chat,
     dashboard,
     embeddings,
+    files,
     infer,
     messages,
     meta,
@@ -27,6 +28,7 @@ from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
 from services.ingress.fastpath import FastPath
+from services.ingress.file_store import FileStore
 from services.ingress.http_errors import install_handlers
 from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
@@ -52,6 +54,7 @@ def create_app(settings: Settings) -> FastPath:
                 s.KV_IDEMPOTENCY_STREAM,
                 s.KV_SPEND_STREAM,
                 s.KV_LIMITS_STREAM,
+                s.OBJ_FILES_STREAM,
             ],
             wait_s=30.0,
         )
@@ -82,6 +85,7 @@ def create_app(settings: Settings) -> FastPath:
                 spend=await js.key_value(s.KV_SPEND),
                 limits=await js.key_value(s.KV_LIMITS),
             ),
+            files=FileStore(await js.object_store(s.OBJ_FILES)),
         )
         tune_gc()
         log.info(
@@ -109,6 +113,11 @@ def create_app(settings: Settings) -> FastPath:
         app.router.add_route(path, chat.chat_completions, methods=["POST"])
     for path in ("/v1/embeddings", "/embeddings"):
         app.router.add_route(path, embeddings.create_embeddings, methods=["POST"])
+    app.router.add_route("/v1/files", files.create_file, methods=["POST"])
+    app.router.add_route("/v1/files", files.list_files, methods=["GET"])
+    app.router.add_route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"])
+    app.router.add_route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"])
+    app.router.add_route("/v1/files/{file_id}/content", files.file_content, methods=["GET"])
     app.router.add_route("/v1/messages", messages.create_message, methods=["POST"])
     app.router.add_route("/infer", infer.infer, methods=["POST"])
     app.router.add_route("/key/generate", admin_keys.generate_key, methods=["POST"])

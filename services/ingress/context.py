@@ -16,6 +16,7 @@ from schemas.bus import Cancel
 from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
+from services.ingress.file_store import FileStore
 from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
 from services.runtime.settings import ModelDeployment, Settings
@@ -34,6 +35,7 @@ class IngressContext:
     keys: KeyStore | None = None
     idempotency: IdempotencyStore | None = None
     admission: Admission | None = None
+    files: FileStore | None = None
     started: float = field(default_factory=time.time)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 

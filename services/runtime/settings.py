@@ -86,7 +86,7 @@ class ClickHouseSettings(_Section):
     rollup_check_days: int = Field(
         2,
         ge=0,
-        description="at start-up, rebuild rollups that disagree with the table this far back",
+        description="at start-up, check the rollups of rows inserted this many days back",
     )
 
 
@@ -143,6 +143,16 @@ class IdempotencySettings(_Section):
         4 * 1024 * 1024, ge=1024, description="a larger answer is not kept (a repeat runs again)"
     )
     takeover_after_s: float = Field(5.0, ge=0, description="seconds past the original's deadline")
+
+
+class BatchSettings(_Section):
+    """Async batch input: files uploaded to ``/v1/files`` (a JetStream object store)
+    and the checks a ``purpose=batch`` file passes before it is accepted."""
+
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="largest upload to /v1/files, any purpose (413)"
+    )
+    max_items: int = Field(50_000, ge=1, description="requests (lines) in one batch input file")
 
 
 class ScopeLimit(_Section):
@@ -342,6 +352,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     limits: LimitsSettings = LimitsSettings()
+    batch: BatchSettings = BatchSettings()
     routing: RoutingSettings = RoutingSettings()
     models: list[ModelDeployment] = Field(default_factory=list)
 

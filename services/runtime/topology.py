@@ -1,4 +1,4 @@
-"""The bus layout: streams and KV buckets, declared idempotently by one owner.
+"""The bus layout: streams, KV buckets and object stores, declared idempotently by one owner.
 
 The router applies this at start-up (and ``igw init`` does the same on demand);
 other services only wait for the streams they need. Re-applying updates a
@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -119,6 +120,17 @@ def kv_configs(settings: Settings) -> list[KeyValueConfig]:
     ]
 
 
+def object_store_configs(settings: Settings) -> list[ObjectStoreConfig]:
+    return [
+        ObjectStoreConfig(
+            bucket=s.OBJ_FILES,
+            description="files uploaded through /v1/files (batch input)",
+            storage=StorageType.FILE,
+            replicas=settings.nats.stream_replicas,
+        ),
+    ]
+
+
 async def declare(js: JetStreamContext, settings: Settings) -> None:
     for config in stream_configs(settings):
         await _ensure_stream(js, config)
@@ -128,6 +140,14 @@ async def declare(js: JetStreamContext, settings: Settings) -> None:
         except (NotFoundError, BadRequestError):
             await js.create_key_value(kv)
             log.info("created KV bucket %s", kv.bucket)
+    for obj in object_store_configs(settings):
+        assert obj.bucket is not None
+        try:
+            await js.object_store(obj.bucket)
+        except (NotFoundError, BadRequestError):
+            # nats-py sets config.bucket from the first argument, so both are given
+            await js.create_object_store(obj.bucket, config=obj)
+            log.info("created object store %s", obj.bucket)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
