@@ -62,62 +62,33 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
 
 
 def kv_configs(settings: Settings) -> list[KeyValueConfig]:
+    replicas = settings.nats.stream_replicas
+
+    def bucket(
+        name: str, description: str, ttl: float | None = None, max_value_size: int | None = None
+    ) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=name,
+            description=description,
+            ttl=ttl,
+            max_value_size=max_value_size,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+
     return [
-        KeyValueConfig(
-            bucket=s.KV_ATTEMPTS,
-            description="finished attempts, so a redelivered one is not run twice",
-            ttl=settings.bus.attempts_ttl_s,
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=s.KV_KEYS,
-            description="virtual keys, stored as keyed hashes",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=s.KV_CACHE,
-            description="cached non-streaming answers (x-gateway cache)",
-            ttl=settings.cache.ttl_s,
-            history=1,
-            max_value_size=settings.cache.max_entry_bytes,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=s.KV_IDEMPOTENCY,
-            description="answers by Idempotency-Key, replayed to repeats",
-            ttl=settings.idempotency.ttl_s,
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=s.KV_SPEND,
-            description="budget spend and holds; parallel-request slots",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=s.KV_LIMITS,
-            description="per-minute request and token counters",
-            ttl=LIMIT_WINDOW_TTL_S,
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=s.KV_HEALTH,
-            description="circuit-breaker state per deployment, shared by router replicas",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats.stream_replicas,
-        ),
-    ]
+        bucket(s.KV_ATTEMPTS, "finished attempts, so a redelivered one is not run twice",
+               ttl=settings.bus.attempts_ttl_s),
+        bucket(s.KV_KEYS, "virtual keys, stored as keyed hashes"),
+        bucket(s.KV_CACHE, "cached non-streaming answers (x-gateway cache)",
+               ttl=settings.cache.ttl_s, max_value_size=settings.cache.max_entry_bytes),
+        bucket(s.KV_IDEMPOTENCY, "answers by Idempotency-Key, replayed to repeats",
+               ttl=settings.idempotency.ttl_s),
+        bucket(s.KV_SPEND, "budget spend and holds; parallel-request slots"),
+        bucket(s.KV_LIMITS, "per-minute request and token counters", ttl=LIMIT_WINDOW_TTL_S),
+        bucket(s.KV_HEALTH, "circuit-breaker state per deployment, shared by router replicas"),
+    ]  # fmt: skip
 
 
 def object_store_configs(settings: Settings) -> list[ObjectStoreConfig]:
