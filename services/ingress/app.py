@@ -28,11 +28,11 @@ from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
 from services.ingress.fastpath import FastPath
-from services.ingress.file_store import FileStore
 from services.ingress.http_errors import install_handlers
 from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
 from services.runtime.bus import connect, wait_for_streams
+from services.runtime.file_store import FileStore
 from services.runtime.gc_tuning import tune_gc
 from services.runtime.settings import Settings
 from services.runtime.version import VERSION

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from services.runtime.errors import InvalidJSON, InvalidRequest, PayloadTooLarge
+from services.runtime.errors import InvalidJSON, PayloadTooLarge
+from services.runtime.validation import validate
 
-Model = TypeVar("Model", bound=BaseModel)
+__all__ = ["read_json_object", "validate"]
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
@@ -34,32 +34,3 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidJSON("the request body must be a JSON object")
     return data
-
-
-def validate(model: type[Model], data: dict[str, Any]) -> Model:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _describe(exc) from None
-
-
-def _describe(exc: ValidationError) -> InvalidRequest:
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    param = _param(first["loc"])
-    message = f"{param or 'body'}: {first['msg']}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return InvalidRequest(message, param=param, code="invalid_value")
-
-
-def _param(loc: tuple[int | str, ...]) -> str | None:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in {"str", "list[...]"} or part.startswith(("function-", "tagged-union")):
-            continue
-        else:
-            out = f"{out}.{part}" if out else part
-    return out or None

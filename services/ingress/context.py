@@ -16,9 +16,9 @@ from schemas.bus import Cancel
 from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
-from services.ingress.file_store import FileStore
 from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
+from services.runtime.file_store import FileStore
 from services.runtime.settings import ModelDeployment, Settings
 
 log = logging.getLogger("igw.ingress")

@@ -8,7 +8,7 @@ A file belongs to the key that uploaded it. A user key sees and deletes only
 its own files (another's is a 404, as if it did not exist); viewers see every
 file and admins may also delete any. A file uploaded with the master key (or
 on an open gateway) has no owner, so only viewers and admins see it. A
-``batch`` file is checked as batch input (:mod:`services.ingress.batch_input`)
+``batch`` file is checked as batch input (:mod:`services.runtime.batch_input`)
 before it is stored; other purposes are stored as they are.
 """
 
@@ -26,12 +26,11 @@ from starlette.responses import Response, StreamingResponse
 
 from schemas.files import FILE_ID, UPLOAD_PURPOSES, FileDeleted, FileList, Purpose
 from services.ingress.auth import Principal
-from services.ingress.batch_input import check_batch_input
 from services.ingress.context import IngressContext
 from services.ingress.dispatch import authorize, check_model
-from services.ingress.file_store import FileStore, StoredFile
 from services.ingress.http_errors import JSON, gateway_error_response
 from services.ingress.uploads import drain, read_form
+from services.runtime.batch_input import check_batch_input
 from services.runtime.errors import (
     GatewayError,
     InvalidRequest,
@@ -40,6 +39,7 @@ from services.runtime.errors import (
     PermissionDenied,
     ServiceUnavailable,
 )
+from services.runtime.file_store import FileStore, StoredFile
 
 READ_CHUNK = 64 * 1024
 MAX_LIST = 10_000

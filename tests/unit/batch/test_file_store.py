@@ -13,8 +13,8 @@ from nats.js.errors import DigestMismatchError, NotFoundError, ObjectNotFoundErr
 from nats.js.object_store import ObjectStore
 
 from schemas import files as f
-from services.ingress.file_store import FileStore, _stored
 from services.runtime.errors import GatewayError, ServiceUnavailable
+from services.runtime.file_store import FileStore, _stored
 
 
 class MemoryObjects:

@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from schemas.batch import BATCH_ENDPOINTS, BatchError, BatchRequestLine
 from schemas.openai_chat import ChatCompletionRequest
 from schemas.openai_embeddings import EmbeddingsRequest
-from services.ingress.body import validate
 from services.runtime.errors import GatewayError, InvalidRequest
+from services.runtime.validation import validate
 
 ModelCheck = Callable[[str], None]
 """Raises a ``GatewayError`` when the caller may not use the model (``dispatch.check_model``)."""

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.ingress.batch_input import BatchInputError, check_batch_input, numbered_lines
+from services.runtime.batch_input import BatchInputError, check_batch_input, numbered_lines
 from services.runtime.errors import ModelNotFound, PermissionDenied
 
 CHAT = "/v1/chat/completions"
