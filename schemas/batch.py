@@ -1,8 +1,10 @@
-"""OpenAI Batch API input: one request per line of a ``purpose=batch`` file, and
-the per-line error object (``batch.errors.data[]``)."""
+"""Batches: OpenAI Batch API input (one request per line of a ``purpose=batch``
+file) and its per-line errors, the Batch object, the output line format, and
+the submission message of the ``igw.batch.submit`` queue subject."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,3 +31,101 @@ class BatchError(BaseModel):
     message: str
     param: str | None = None
     line: int | None = None
+
+
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+FINISHED: Final[frozenset[str]] = frozenset({"failed", "completed", "expired", "cancelled"})
+BATCH_ID: Final = re.compile(r"^batch_[A-Za-z0-9_-]{1,120}$")
+
+
+class RequestCounts(BaseModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchError] = Field(default_factory=list)
+
+
+class BatchObject(BaseModel):
+    """OpenAI's Batch object, as ``/v1/batches`` returns it and status events carry it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: BatchEndpoint = "/v1/chat/completions"
+    errors: BatchErrors | None = None
+    input_file_id: str | None = None
+    completion_window: str = "24h"
+    status: BatchStatus = "validating"
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts = Field(default_factory=RequestCounts)
+    metadata: dict[str, str] | None = None
+
+
+class BatchSubmission(BaseModel):
+    """A batch job published on ``igw.batch.submit`` (JetStream, ``Nats-Msg-Id`` = the
+    batch id, so a repeated publish is stored once). Follow it on
+    ``igw.batch.status.<batch_id>`` (a ``BatchObject`` per change) and
+    ``igw.batch.results.<batch_id>`` (a ``BatchResultLine`` per request).
+
+    Give either ``items`` (inline requests) or ``input_file_id`` (an uploaded
+    ``purpose=batch`` file). ``key`` is the virtual key the batch runs and is
+    billed under (required when the gateway has a master key)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = 1
+    batch_id: str = Field(pattern=BATCH_ID.pattern)
+    key: str | None = None
+    endpoint: BatchEndpoint = "/v1/chat/completions"
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
+    items: list[BatchRequestLine] | None = None
+    input_file_id: str | None = None
+
+
+class BatchResponse(BaseModel):
+    status_code: int
+    request_id: str
+    body: dict[str, Any]
+
+
+class BatchLineError(BaseModel):
+    code: str
+    message: str
+
+
+class BatchResultLine(BaseModel):
+    """One line of a batch's output (or error) file, in OpenAI's format."""
+
+    id: str
+    custom_id: str
+    response: BatchResponse | None = None
+    error: BatchLineError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.response is not None and 200 <= self.response.status_code < 300

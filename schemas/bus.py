@@ -85,6 +85,7 @@ class InferenceRequest(BusMessage):
     needs: Needs = Field(default_factory=Needs)
     hedge: bool = Field(False, description="a hedge beside a slow attempt, not a retry")
     metadata: dict[str, str] | None = Field(None, description="x-gateway metadata")
+    batch_id: str | None = Field(None, description="the batch this request is an item of")
     cache: bool | None = Field(None, description="x-gateway cache flag")
     body: dict[str, Any] = Field(
         description="the validated OpenAI request body: chat completions, or embeddings"

@@ -27,9 +27,13 @@ WORK_WILDCARD: Final = "igw.work.>"
 STREAM_USAGE: Final = "IGW_USAGE"
 USAGE_WILDCARD: Final = "igw.usage.>"
 
-# Async batch (declared now, used by the batch API).
+# Async batch: submissions, status, results, cancels, and the workers' replies
+# to batch requests (captured, so they survive a restart of the batch runner).
 STREAM_BATCH: Final = "IGW_BATCH"
 BATCH_WILDCARD: Final = "igw.batch.>"
+BATCH_SUBMIT: Final = "igw.batch.submit"
+BATCH_REPLIES: Final = "igw.batch.reply.>"
+BATCH_CANCELS: Final = "igw.batch.cancel.*"
 
 # Core NATS subjects (no stream).
 CANCEL_WILDCARD: Final = "igw.cancel.*"
@@ -38,6 +42,9 @@ ACCOUNTING_SQL: Final = "igw.accounting.sql"
 # Durable consumers.
 CONSUMER_ROUTER: Final = "router"
 CONSUMER_ACCOUNTING: Final = "accounting"
+CONSUMER_BATCH_SUBMIT: Final = "batch-submit"
+CONSUMER_BATCH_REPLIES: Final = "batch-replies"
+CONSUMER_BATCH_CANCELS: Final = "batch-cancels"
 
 # KV buckets (each is backed by a stream named KV_<bucket>).
 KV_ATTEMPTS: Final = "igw_attempts"
@@ -57,6 +64,9 @@ KV_SPEND_STREAM: Final = f"KV_{KV_SPEND}"
 KV_LIMITS: Final = "igw_limits"
 """Per-minute request and token counters per key, team, model and the whole gateway."""
 KV_LIMITS_STREAM: Final = f"KV_{KV_LIMITS}"
+KV_BATCHES: Final = "igw_batches"
+"""Batch state (``batch.<id>``) and finished items (``done.<id>.<n>``)."""
+KV_BATCHES_STREAM: Final = f"KV_{KV_BATCHES}"
 KV_HEALTH: Final = "igw_health"
 """Circuit-breaker state per deployment, shared by router replicas (key: deployment)."""
 
@@ -119,6 +129,27 @@ def retry_msg_id(request_id: str, attempt: int) -> str:
 
 def attempt_key(request_id: str, attempt: int) -> str:
     return f"{request_id}.{attempt}"
+
+
+def batch_status_subject(batch_id: str) -> str:
+    return f"igw.batch.status.{batch_id}"
+
+
+def batch_results_subject(batch_id: str) -> str:
+    return f"igw.batch.results.{batch_id}"
+
+
+def batch_reply_subject(batch_id: str, index: int) -> str:
+    """Where a worker answers item ``index`` of a batch (stored by IGW_BATCH)."""
+    return f"igw.batch.reply.{batch_id}.{index}"
+
+
+def batch_cancel_subject(batch_id: str) -> str:
+    return f"igw.batch.cancel.{batch_id}"
+
+
+def batch_request_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}-{index}"
 
 
 def is_subject_token(value: str) -> bool:

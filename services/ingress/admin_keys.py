@@ -26,12 +26,13 @@ from schemas.keys import (
     KeyRecord,
     UpdateKeyRequest,
 )
-from services.ingress.auth import KeyStore, Principal, key_hash
+from services.ingress.auth import KeyStore, Principal
 from services.ingress.body import read_json_object, validate
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, gateway_error_response
 from services.runtime.durations import duration_s
 from services.runtime.errors import GatewayError, InvalidRequest, NotFound, PermissionDenied
+from services.runtime.keyhash import key_hash
 
 
 def _iso(ts: float | None) -> str | None:

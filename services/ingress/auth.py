@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import time
@@ -26,6 +25,7 @@ from starlette.datastructures import Headers
 
 from schemas.keys import ROLE_RANK, KeyRecord, Role, TeamRecord, UserRecord
 from services.runtime.errors import AuthenticationFailed, PermissionDenied
+from services.runtime.keyhash import hasher, key_hash
 from services.runtime.settings import AuthSettings
 
 log = logging.getLogger("igw.ingress.auth")
@@ -56,18 +56,6 @@ class Principal:
 
 
 OPEN = Principal(role="admin")
-
-
-def hasher(settings: AuthSettings) -> bytes:
-    """The HMAC secret for key hashes: ``key_secret``, else derived from the master key."""
-    if settings.key_secret is not None:
-        return settings.key_secret.get_secret_value().encode()
-    master = settings.master_key.get_secret_value() if settings.master_key else ""
-    return hmac.new(master.encode(), b"igw virtual key hashes", hashlib.sha256).digest()
-
-
-def key_hash(secret: bytes, key: str) -> str:
-    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
 
 
 def presented_key(headers: Headers) -> str | None:

@@ -88,6 +88,7 @@ def kv_configs(settings: Settings) -> list[KeyValueConfig]:
         bucket(s.KV_SPEND, "budget spend and holds; parallel-request slots"),
         bucket(s.KV_LIMITS, "per-minute request and token counters", ttl=LIMIT_WINDOW_TTL_S),
         bucket(s.KV_HEALTH, "circuit-breaker state per deployment, shared by router replicas"),
+        bucket(s.KV_BATCHES, "batch state and finished batch items"),
     ]  # fmt: skip
 
 

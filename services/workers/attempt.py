@@ -304,4 +304,5 @@ def usage_event(
         http_status=error.status if error else (499 if status == "cancelled" else 200),
         finish_reason=progress.finish_reason,
         final=final,
+        batch_id=req.batch_id,
     )

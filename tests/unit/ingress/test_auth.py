@@ -8,8 +8,9 @@ from starlette.datastructures import Headers
 
 from schemas.keys import KeyRecord
 from services.ingress.admin_keys import duration_s
-from services.ingress.auth import KeyStore, key_hash, presented_key
+from services.ingress.auth import KeyStore, presented_key
 from services.runtime.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from services.runtime.keyhash import key_hash
 from services.runtime.settings import AuthSettings
 
 
