@@ -111,6 +111,7 @@ class RoutingView(BusMessage):
     tenant: str | None = None
     user_id: str | None = None
     stream: bool = False
+    batch_id: str | None = None
 
 
 class RouteDecision(BaseModel):

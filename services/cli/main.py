@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a provider worker")
     worker.add_argument("--provider", required=True, help="provider adapter, e.g. openai")
     sub.add_parser("accounting", help="run the accounting service (writes usage to ClickHouse)")
+    sub.add_parser("batcher", help="run the batch service (runs batches submitted over NATS)")
     sub.add_parser("simulator", help="run the provider simulator")
     sub.add_parser("nats", help="run only the embedded NATS server")
     sub.add_parser("init", help="declare the streams, KV buckets and object stores, then exit")
@@ -117,6 +118,14 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 2
     run(lambda stop: serve(settings, args.provider, stop))
+    return 0
+
+
+def _batcher(settings: Settings, args: argparse.Namespace) -> int:
+    from services.batch.service import serve
+    from services.runtime.runner import run
+
+    run(lambda stop: serve(settings, stop))
     return 0
 
 
@@ -208,6 +217,7 @@ _COMMANDS = {
     "router": _router,
     "worker": _worker,
     "accounting": _accounting,
+    "batcher": _batcher,
     "simulator": _simulator,
     "nats": _nats,
     "init": _init,

@@ -85,6 +85,7 @@ class Supervisor:
             Child(f"worker-{p}", [*py, "worker", "--provider", p]) for p in self.settings.providers
         )
         children.append(Child("accounting", [*py, "accounting"]))
+        children.append(Child("batcher", [*py, "batcher"]))
         children.append(Child("ingress", [*py, "ingress"]))
         return children
 

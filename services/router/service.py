@@ -190,6 +190,7 @@ class Router:
             upstream_model="",
             priority=request.priority,
             stream=request.stream,
+            batch_id=request.batch_id,
             status="error",
             error_type=error.code or error.type,
             http_status=error.status,

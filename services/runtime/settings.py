@@ -153,6 +153,9 @@ class BatchSettings(_Section):
         200 * 1024 * 1024, ge=1024, description="largest upload to /v1/files, any purpose (413)"
     )
     max_items: int = Field(50_000, ge=1, description="requests (lines) in one batch input file")
+    max_in_flight: int = Field(
+        32, ge=1, description="items of one batch waiting for an answer at a time"
+    )
 
 
 class ScopeLimit(_Section):

@@ -106,7 +106,9 @@ def test_up_serves_restarts_a_crashed_child_and_stops_cleanly(up: Up) -> None:
     wait_until(lambda: "IGW is up" in up.output(), 30, "the start-up banner")
 
     pids = up.pids()
-    assert set(pids) == {"nats", "simulator", "router", "worker-openai", "accounting", "ingress"}
+    assert set(pids) == {
+        "nats", "simulator", "router", "worker-openai", "accounting", "batcher", "ingress"
+    }  # fmt: skip
     os.kill(pids["router"], signal.SIGKILL)
     wait_until(lambda: up.pids()["router"] != pids["router"], 30, "the router to be restarted")
     assert "router exited with code -9; restarting" in up.output()
