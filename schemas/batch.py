@@ -93,13 +93,16 @@ class BatchSubmission(BaseModel):
 
     Give either ``items`` (inline requests) or ``input_file_id`` (an uploaded
     ``purpose=batch`` file). ``key`` is the virtual key the batch runs and is
-    billed under (required when the gateway has a master key)."""
+    billed under (required when the gateway has a master key); the gateway's
+    own HTTP API, which has checked the key already, sends its ``key_id``
+    (the key's token) instead, so the key itself is never stored."""
 
     model_config = ConfigDict(extra="ignore")
 
     schema_version: int = 1
     batch_id: str = Field(pattern=BATCH_ID.pattern)
     key: str | None = None
+    key_id: str | None = None
     endpoint: BatchEndpoint = "/v1/chat/completions"
     completion_window: str = "24h"
     metadata: dict[str, str] | None = None
@@ -129,3 +132,43 @@ class BatchResultLine(BaseModel):
     @property
     def succeeded(self) -> bool:
         return self.response is not None and 200 <= self.response.status_code < 300
+
+
+def state_key(batch_id: str) -> str:
+    """``batch.<id>`` in ``igw_batches``: the ``BatchState`` of a batch the runner took."""
+    return f"batch.{batch_id}"
+
+
+def pending_key(batch_id: str) -> str:
+    """``pending.<id>``: a batch created over HTTP that the runner has not taken yet."""
+    return f"pending.{batch_id}"
+
+
+class BatchState(BaseModel):
+    """A batch in the ``igw_batches`` KV bucket: the public Batch object plus what
+    the runner needs to resume after a restart (who it runs as, how far it has
+    dispatched, and a bit per item already counted, so a redelivered reply is
+    never counted twice). Nothing about a batch lives only in a process."""
+
+    batch: BatchObject | None = None
+    key_id: str | None = None
+    tenant: str | None = None
+    user_id: str | None = None
+    dispatched: int = Field(0, description="items 0..dispatched-1 have been published")
+    done_bits: str = Field("", description="base64 bitset: item n has been counted")
+
+    @property
+    def finished(self) -> bool:
+        return self.batch is not None and self.batch.status in FINISHED
+
+    @property
+    def answered(self) -> int:
+        assert self.batch is not None
+        counts = self.batch.request_counts
+        return counts.completed + counts.failed
+
+    @property
+    def in_flight(self) -> int:
+        return self.dispatched - self.answered
+
+

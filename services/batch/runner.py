@@ -21,6 +21,7 @@ from them (``resume``), and replicas can share the work.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import time
@@ -44,13 +45,16 @@ from schemas.batch import (
     BatchRequestLine,
     BatchResponse,
     BatchResultLine,
+    BatchState,
     BatchStatus,
     BatchSubmission,
     RequestCounts,
+    pending_key,
+    state_key,
 )
 from schemas.bus import Cancel, InferenceRequest, ReplyMeta
 from schemas.keys import KeyRecord
-from services.batch.state import BatchState, mark, state_key, window_s
+from services.batch.state import mark, window_s
 from services.runtime.batch_input import BatchInputError, check_batch_input
 from services.runtime.errors import GatewayError, ModelNotFound, PermissionDenied
 from services.runtime.file_store import FileStore
@@ -59,6 +63,11 @@ from services.runtime.kvcas import KvCas
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.batch")
+
+CANCEL_GRACE_S = 5.0
+"""How long a cancelled or expired batch waits for the answers of items already
+running; a stopped item may never answer (its worker dropped it), so after
+this the batch ends without them."""
 
 
 class Refused(Exception):
@@ -107,7 +116,7 @@ class BatchRunner:
         state = BatchState(batch=batch)
         try:
             expires = window_s(sub.completion_window)
-            record = await self._resolve(sub.key)
+            record = await self._resolve(sub.key, sub.key_id)
             state.key_id = record.token if record else None
             state.tenant = record.team_id if record else None
             state.user_id = record.user_id if record else None
@@ -133,17 +142,22 @@ class BatchRunner:
 
         if await self.states.change(state_key(sub.batch_id), create):
             await self._announce(batch)
+        with contextlib.suppress(Exception):  # the HTTP API's placeholder, if any
+            await self.states.kv.delete(pending_key(sub.batch_id))
         await self.advance(sub.batch_id)
 
-    async def _resolve(self, key: str | None) -> KeyRecord | None:
+    async def _resolve(self, key: str | None, key_id: str | None) -> KeyRecord | None:
         auth = self.settings.auth
-        if auth.master_key is None:
+        if key_id is not None:
+            token = key_id  # from the gateway's HTTP API, which checked the key
+        elif auth.master_key is None:
             return None  # an open gateway: batches run unattributed
-        if key is None:
+        elif key is None:
             raise Refused(BatchError(code="missing_api_key", message="the batch names no key"))
-        if key == auth.master_key.get_secret_value():
+        elif key == auth.master_key.get_secret_value():
             return None
-        token = key_hash(hasher(auth), key)
+        else:
+            token = key_hash(hasher(auth), key)
         try:
             entry = await self.keys.get(token)
             record = KeyRecord.model_validate_json(entry.value or b"")
@@ -221,8 +235,13 @@ class BatchRunner:
                 await self._dispatch(state, state.dispatched, end)
                 await self.states.change(state_key(batch_id), _dispatched_to(end))
                 return
-        if state.in_flight <= 0 and (
-            batch.status != "in_progress" or state.answered >= batch.request_counts.total
+        stopped_long_ago = (
+            batch.status == "cancelling"
+            and time.time() >= (batch.cancelling_at or 0) + CANCEL_GRACE_S
+        )
+        if stopped_long_ago or (
+            state.in_flight <= 0
+            and (batch.status != "in_progress" or state.answered >= batch.request_counts.total)
         ):
             await self.finish(batch_id)
 
@@ -429,8 +448,8 @@ def _done(state: BatchState, index: int) -> bool:
 
 def _answered(index: int, succeeded: bool) -> Any:
     def edit(state: BatchState) -> None:
-        if state.batch is None or _done(state, index):
-            return  # counted already (a redelivered reply)
+        if state.batch is None or state.finished or _done(state, index):
+            return  # counted already (a redelivered reply), or too late to count
         bits = bytearray(base64.b64decode(state.done_bits) if state.done_bits else b"")
         if len(bits) <= index // 8:
             bits.extend(b"\0" * (index // 8 + 1 - len(bits)))

@@ -14,6 +14,7 @@ from services.ingress import (
     admin_keys,
     admin_people,
     analytics,
+    batches,
     chat,
     dashboard,
     embeddings,
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastPath:
                 s.KV_SPEND_STREAM,
                 s.KV_LIMITS_STREAM,
                 s.OBJ_FILES_STREAM,
+                s.KV_BATCHES_STREAM,
             ],
             wait_s=30.0,
         )
@@ -113,6 +115,10 @@ def create_app(settings: Settings) -> FastPath:
         app.router.add_route(path, chat.chat_completions, methods=["POST"])
     for path in ("/v1/embeddings", "/embeddings"):
         app.router.add_route(path, embeddings.create_embeddings, methods=["POST"])
+    app.router.add_route("/v1/batches", batches.create_batch, methods=["POST"])
+    app.router.add_route("/v1/batches", batches.list_batches, methods=["GET"])
+    app.router.add_route("/v1/batches/{batch_id}", batches.retrieve_batch, methods=["GET"])
+    app.router.add_route("/v1/batches/{batch_id}/cancel", batches.cancel_batch, methods=["POST"])
     app.router.add_route("/v1/files", files.create_file, methods=["POST"])
     app.router.add_route("/v1/files", files.list_files, methods=["GET"])
     app.router.add_route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"])

@@ -121,7 +121,7 @@ def test_a_bad_item_fails_the_batch_before_anything_runs(stack: Stack) -> None:
 
 
 def test_a_cancel_stops_the_rest_and_keeps_what_finished(stack: Stack) -> None:
-    items = [item(f"slow-{n}", "sim-slow") for n in range(20)]
+    items = [item(f"slow-{n}", "sim-3s") for n in range(20)]
     statuses, _ = asyncio.run(run_batch(stack, items, {"cancelled"}, cancel_after=1))
     final = statuses[-1]
     assert [s["status"] for s in statuses][-2:] == ["cancelling", "cancelled"]
