@@ -170,5 +170,3 @@ class BatchState(BaseModel):
     @property
     def in_flight(self) -> int:
         return self.dispatched - self.answered
-
-
