@@ -144,6 +144,10 @@ def batch_reply_subject(batch_id: str, index: int) -> str:
     return f"igw.batch.reply.{batch_id}.{index}"
 
 
+def is_batch_reply(subject: str) -> bool:
+    return subject.startswith("igw.batch.reply.")
+
+
 def batch_cancel_subject(batch_id: str) -> str:
     return f"igw.batch.cancel.{batch_id}"
 

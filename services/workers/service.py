@@ -40,6 +40,7 @@ from services.workers.http import UpstreamHTTP
 from services.workers.protocol import ProviderAdapter
 
 log = logging.getLogger("igw.worker")
+BATCH_REPLY_TRIES = 60
 
 RECENT_CANCELS = 4096
 
@@ -261,8 +262,26 @@ class Worker:
         return True
 
     async def _send(self, subject: str, meta: ReplyMeta, payload: bytes) -> None:
+        """A reply event: core NATS for a waiting client; for a batch item, a
+        JetStream publish that is retried until stored, because nobody waits for
+        a batch item and a lost answer would leave its batch unfinished."""
         assert self._nc is not None
-        await self._nc.publish(subject, payload, headers={s.HEADER_REPLY: meta.model_dump_json()})
+        headers = {s.HEADER_REPLY: meta.model_dump_json()}
+        if not s.is_batch_reply(subject):
+            await self._nc.publish(subject, payload, headers=headers)
+            return
+        assert self._js is not None
+        msg_id = f"{meta.request_id}:{meta.attempt}:{meta.delivery}:{meta.seq}"
+        for attempt in range(BATCH_REPLY_TRIES):
+            try:
+                await self._js.publish(
+                    subject, payload, headers={**headers, s.HEADER_MSG_ID: msg_id}, timeout=5.0
+                )
+                return
+            except Exception as exc:  # the bus is down or restarting: wait for it
+                log.warning("storing the batch reply %s failed (%s); retrying", msg_id, exc)
+                await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        raise ServiceUnavailable(f"could not store the batch reply {msg_id}")
 
     # ------------------------------------------------------------------- cancel
 
