@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from services.cli import admin
+from services.cli import admin, batch
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.errors import StartupError
 from services.runtime.logs import setup_logging
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--max-rows", type=int, default=None)
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
     admin.add_parsers(sub)
+    batch.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -226,6 +227,7 @@ _COMMANDS = {
     "keys": admin.keys_command,
     "users": admin.users_command,
     "teams": admin.teams_command,
+    "batch": batch.batch_command,
 }
 
 

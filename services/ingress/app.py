@@ -24,7 +24,6 @@ from services.ingress import (
     meta,
     status,
 )
-from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.context import IngressContext
@@ -32,6 +31,7 @@ from services.ingress.fastpath import FastPath
 from services.ingress.http_errors import install_handlers
 from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
+from services.runtime.admission import Admission
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.file_store import FileStore
 from services.runtime.gc_tuning import tune_gc

@@ -23,39 +23,15 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
-from schemas.keys import ROLE_RANK, KeyRecord, Role, TeamRecord, UserRecord
-from services.runtime.errors import AuthenticationFailed, PermissionDenied
+from schemas.keys import KeyRecord, TeamRecord, UserRecord
+from services.runtime.errors import AuthenticationFailed
 from services.runtime.keyhash import hasher, key_hash
+from services.runtime.principal import OPEN, Principal
+
+__all__ = ["OPEN", "KeyStore", "Principal", "presented_key"]
 from services.runtime.settings import AuthSettings
 
 log = logging.getLogger("igw.ingress.auth")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    role: Role
-    token: str | None = None
-    """The key's hash (its id); None for the master key and an open gateway."""
-    models: tuple[str, ...] = ()
-    user_id: str | None = None
-    team_id: str | None = None
-    record: KeyRecord | None = None
-
-    def at_least(self, role: Role) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-    def require(self, role: Role) -> None:
-        if not self.at_least(role):
-            raise PermissionDenied(f"this needs a {role} key", code="insufficient_role")
-
-    def allow_model(self, model: str) -> None:
-        if self.models and model not in self.models:
-            raise PermissionDenied(
-                f"this key may not use model `{model}`", param="model", code="model_not_allowed"
-            )
-
-
-OPEN = Principal(role="admin")
 
 
 def presented_key(headers: Headers) -> str | None:

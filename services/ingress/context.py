@@ -13,11 +13,11 @@ from nats.js import JetStreamContext
 
 from schemas import subjects as s
 from schemas.bus import Cancel
-from services.ingress.admission import Admission
 from services.ingress.auth import KeyStore
 from services.ingress.cache import ResponseCache
 from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
+from services.runtime.admission import Admission
 from services.runtime.file_store import FileStore
 from services.runtime.settings import ModelDeployment, Settings
 

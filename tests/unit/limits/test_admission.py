@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from schemas.keys import KeyRecord, TeamRecord
-from services.ingress.admission import Admission
 from services.ingress.auth import OPEN, KeyStore, Principal
+from services.runtime.admission import Admission
 from services.runtime.errors import BudgetExceeded, RateLimited
 from services.runtime.settings import Settings
 from tests.unit.limits.fakes import FakeKv

@@ -28,26 +28,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from nats.js.kv import KeyValue
 
 from schemas.bus import ReplyMeta
 from schemas.keys import TeamRecord, UserRecord
 from schemas.limits import Holder, SpendRecord, WindowRecord, spend_key, window_key
-from services.ingress import limit_edits as edits
-from services.ingress.auth import KeyStore, Principal
-from services.ingress.limit_edits import PROMPT_MARGIN, Budget, Window
+from services.runtime import limit_edits as edits
 from services.runtime.durations import duration_s
 from services.runtime.errors import GatewayError
 from services.runtime.kvcas import KvCas
+from services.runtime.limit_edits import PROMPT_MARGIN, Budget, Window
+from services.runtime.principal import Principal
 from services.runtime.settings import Settings
 from services.runtime.tokens import estimate_prompt_tokens
 
-log = logging.getLogger("igw.ingress.admission")
+log = logging.getLogger("igw.admission")
 
 MINUTE = 60
 SLOT_GRACE_S = 30.0
@@ -74,9 +74,19 @@ class Ticket:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class Directory(Protocol):
+    """Users and teams by id (the ingress's ``KeyStore``, or a batch's own lookup)."""
+
+    @property
+    def users(self) -> Mapping[str, UserRecord]: ...
+
+    @property
+    def teams(self) -> Mapping[str, TeamRecord]: ...
+
+
 class Admission:
     def __init__(
-        self, settings: Settings, keys: KeyStore | None, spend: KeyValue, limits: KeyValue
+        self, settings: Settings, keys: Directory | None, spend: KeyValue, limits: KeyValue
     ):
         timeout = settings.limits.store_timeout_s
         self.settings = settings
