@@ -103,6 +103,7 @@ class BatchSubmission(BaseModel):
     batch_id: str = Field(pattern=BATCH_ID.pattern)
     key: str | None = None
     key_id: str | None = None
+    admin: bool = Field(False, description="set by the gateway's HTTP API for the master key")
     endpoint: BatchEndpoint = "/v1/chat/completions"
     completion_window: str = "24h"
     metadata: dict[str, str] | None = None

@@ -54,12 +54,22 @@ from schemas.batch import (
 )
 from schemas.bus import Cancel, InferenceRequest, ReplyMeta
 from schemas.keys import KeyRecord
+from services.batch.people import People
 from services.batch.state import mark, window_s
+from services.runtime.admission import Admission, Ticket
 from services.runtime.batch_input import BatchInputError, check_batch_input
-from services.runtime.errors import GatewayError, ModelNotFound, PermissionDenied
+from services.runtime.errors import (
+    BudgetExceeded,
+    GatewayError,
+    ModelNotFound,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
 from services.runtime.file_store import FileStore
 from services.runtime.keyhash import hasher, key_hash
 from services.runtime.kvcas import KvCas
+from services.runtime.principal import OPEN, Principal
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.batch")
@@ -85,13 +95,18 @@ class BatchRunner:
         batches: KeyValue,
         keys: KeyValue,
         files: FileStore,
+        admission: Admission,
+        people: People,
     ) -> None:
         self.settings = settings
         self.nc, self.js = nc, js
         self.states = KvCas(batches, BatchState, timeout_s=10.0)
         self.keys = keys
         self.files = files
+        self.admission = admission
+        self.people = people
         self._items: dict[str, list[BatchRequestLine]] = {}
+        self._tickets: dict[str, Ticket] = {}
 
     # -- submission -----------------------------------------------------------
 
@@ -116,7 +131,7 @@ class BatchRunner:
         state = BatchState(batch=batch)
         try:
             expires = window_s(sub.completion_window)
-            record = await self._resolve(sub.key, sub.key_id)
+            record = None if sub.admin else await self._resolve(sub.key, sub.key_id)
             state.key_id = record.token if record else None
             state.tenant = record.team_id if record else None
             state.user_id = record.user_id if record else None
@@ -232,8 +247,9 @@ class BatchRunner:
             room = self.settings.batch.max_in_flight - state.in_flight
             end = min(batch.request_counts.total, state.dispatched + max(room, 0))
             if end > state.dispatched:
-                await self._dispatch(state, state.dispatched, end)
-                await self.states.change(state_key(batch_id), _dispatched_to(end))
+                sent = await self._dispatch(state, state.dispatched, end)
+                if sent > state.dispatched:
+                    await self.states.change(state_key(batch_id), _dispatched_to(sent))
                 return
         stopped_long_ago = (
             batch.status == "cancelling"
@@ -245,14 +261,30 @@ class BatchRunner:
         ):
             await self.finish(batch_id)
 
-    async def _dispatch(self, state: BatchState, start: int, end: int) -> None:
+    async def _dispatch(self, state: BatchState, start: int, end: int) -> int:
+        """Publish items ``start..end-1`` past the key's budgets and limits; returns
+        the index it got to (a rate limit or an unreachable store pauses the batch
+        until the next sweep; an exhausted budget fails that item)."""
         assert state.batch is not None
         batch = state.batch
         items = await self._load(batch)
         deadline = float(batch.expires_at or time.time() + 86400)
+        principal = await self._principal(state)
         for index in range(start, end):
             item = items[index]
             request_id = s.batch_request_id(batch.id, index)
+            model = str(item.body.get("model", ""))
+            lapse = min(deadline, time.time() + self.settings.server.request_timeout_s)
+            try:
+                ticket = await self.admission.admit(principal, model, item.body, request_id, lapse)
+            except BudgetExceeded as refused:
+                await self._record(batch.id, index, _refusal_line(request_id, item, refused))
+                continue
+            except (RateLimited, ServiceUnavailable) as paused:
+                log.info("batch %s waits at item %d: %s", batch.id, index, paused.message)
+                return index
+            if ticket is not None:
+                self._tickets[request_id] = ticket
             request = InferenceRequest(
                 request_id=request_id,
                 created_at=time.time(),
@@ -261,7 +293,7 @@ class BatchRunner:
                 key_id=state.key_id,
                 tenant=state.tenant,
                 user_id=state.user_id,
-                model=str(item.body.get("model", "")),
+                model=model,
                 operation="embeddings" if item.url == "/v1/embeddings" else "chat",
                 reply_subject=s.batch_reply_subject(batch.id, index),
                 batch_id=batch.id,
@@ -273,6 +305,36 @@ class BatchRunner:
                 headers={s.HEADER_MSG_ID: request_id},
                 timeout=5.0,
             )
+        return end
+
+    async def _principal(self, state: BatchState) -> Principal:
+        """Who the batch runs as, with the key's current record (limits may change)."""
+        if state.key_id is None:
+            return OPEN
+        try:
+            entry = await self.keys.get(state.key_id)
+            record = KeyRecord.model_validate_json(entry.value or b"")
+        except (KeyNotFoundError, ValidationError):
+            return Principal(role="user", token=state.key_id)
+        await self.people.load(self.keys, record)
+        return Principal(
+            role=record.role,
+            token=record.token,
+            models=tuple(record.models),
+            user_id=record.user_id,
+            team_id=record.team_id,
+            record=record,
+        )
+
+    async def _record(self, batch_id: str, index: int, line: BatchResultLine) -> None:
+        """Publish one item's result and count it (once, whatever is redelivered)."""
+        await self.js.publish(
+            s.batch_results_subject(batch_id),
+            line.model_dump_json().encode(),
+            headers={s.HEADER_MSG_ID: f"{batch_id}:{index}"},
+            timeout=5.0,
+        )
+        await self.states.change(state_key(batch_id), _answered(index, line.succeeded))
 
     async def _load(self, batch: BatchObject) -> list[BatchRequestLine]:
         items = self._items.get(batch.id)
@@ -304,14 +366,10 @@ class BatchRunner:
         if state.batch is None:
             return
         items = await self._load(state.batch)
-        line = result_line(meta, msg.data, items[index].custom_id)
-        await self.js.publish(
-            s.batch_results_subject(batch_id),
-            line.model_dump_json().encode(),
-            headers={s.HEADER_MSG_ID: f"{batch_id}:{index}"},
-            timeout=5.0,
-        )
-        await self.states.change(state_key(batch_id), _answered(index, line.succeeded))
+        await self._record(batch_id, index, result_line(meta, msg.data, items[index].custom_id))
+        ticket = self._tickets.pop(meta.request_id, None)
+        if ticket is not None:
+            self.admission.finish(ticket, meta)
         await self.advance(batch_id)
 
     # -- cancel, expiry, finish -------------------------------------------------
@@ -439,6 +497,16 @@ def result_line(meta: ReplyMeta, payload: bytes, custom_id: str) -> BatchResultL
         return BatchResultLine(id=line_id, custom_id=custom_id, error=error)
     response = BatchResponse(status_code=200, request_id=meta.request_id, body=answer)
     return BatchResultLine(id=line_id, custom_id=custom_id, response=response)
+
+
+def _refusal_line(request_id: str, item: BatchRequestLine, exc: GatewayError) -> BatchResultLine:
+    info = exc.to_info()
+    body = {"error": {"message": info.message, "type": info.type, "param": info.param,
+                      "code": info.code}}  # fmt: skip
+    response = BatchResponse(status_code=info.status, request_id=request_id, body=body)
+    return BatchResultLine(
+        id=f"batch_req_{request_id}", custom_id=item.custom_id, response=response
+    )
 
 
 def _done(state: BatchState, index: int) -> bool:

@@ -19,7 +19,9 @@ from typing import Any, Final
 from nats.aio.msg import Msg
 
 from schemas import subjects as s
+from services.batch.people import People
 from services.batch.runner import BatchRunner
+from services.runtime.admission import Admission
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.consumers import PushConsumer, consume
 from services.runtime.file_store import FileStore
@@ -41,10 +43,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             s.STREAM_REQUESTS,
             s.KV_BATCHES_STREAM,
             s.KV_KEYS_STREAM,
+            s.KV_SPEND_STREAM,
+            s.KV_LIMITS_STREAM,
             s.OBJ_FILES_STREAM,
         ],
         wait_s=30.0,
     )
+    people = People()
     runner = BatchRunner(
         settings,
         nc,
@@ -52,6 +57,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         batches=await js.key_value(s.KV_BATCHES),
         keys=await js.key_value(s.KV_KEYS),
         files=FileStore(await js.object_store(s.OBJ_FILES)),
+        admission=Admission(
+            settings,
+            people,
+            spend=await js.key_value(s.KV_SPEND),
+            limits=await js.key_value(s.KV_LIMITS),
+        ),
+        people=people,
     )
     tasks: set[asyncio.Task[None]] = set()
 

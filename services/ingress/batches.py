@@ -83,6 +83,7 @@ async def create_batch(request: Request) -> Response:
         submission = BatchSubmission(
             batch_id=batch_id,
             key_id=principal.token,
+            admin=principal.token is None,
             endpoint=body.endpoint,
             completion_window=body.completion_window,
             metadata=body.metadata,

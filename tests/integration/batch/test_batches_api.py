@@ -135,3 +135,37 @@ def test_a_cancelled_batch_stops(stack: Stack) -> None:
     done = follow(client, batch.id, {"cancelled"})
     assert done.request_counts is not None and done.request_counts.total == 30
     assert done.request_counts.completed + done.request_counts.failed < 30
+
+
+def test_items_respect_the_keys_budget(stack: Stack) -> None:
+    reply = httpx.post(
+        f"{stack.base_url}/key/generate",
+        headers={"authorization": f"Bearer {MASTER}"},
+        json={"max_budget": 0.000000001},
+        timeout=10,
+    )
+    client = sdk(stack, reply.json()["key"])
+    before = stack.sim_stats()["requests"]
+    upload = client.files.create(file=jsonl(*["sim"] * 5), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = follow(client, batch.id, {"completed", "failed"})
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (0, 5)
+    assert done.error_file_id and not done.output_file_id
+    errors = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
+    assert {e["response"]["status_code"] for e in errors} == {402}
+    assert {e["response"]["body"]["error"]["code"] for e in errors} == {"budget_exceeded"}
+    assert stack.sim_stats()["requests"] == before  # nothing went upstream
+
+
+def test_the_master_key_runs_a_batch_too(stack: Stack) -> None:
+    client = sdk(stack, MASTER)
+    upload = client.files.create(file=jsonl("sim", "sim"), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = follow(client, batch.id, {"completed", "failed"})
+    assert done.status == "completed" and done.request_counts is not None
+    assert done.request_counts.completed == 2

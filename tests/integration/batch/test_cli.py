@@ -161,12 +161,17 @@ def test_ctrl_c_stops_waiting_not_the_batch(stack: Stack, key: str, tmp_path: Pa
         cwd=stack.root,
     )
     assert waiting.stderr is not None
-    created = waiting.stderr.readline()  # "batch <id> created from ...", then the bar
-    found = BATCH_ID.search(created)
-    assert found, created
-    time.sleep(1.0)
-    waiting.send_signal(signal.SIGINT)
-    out, err = waiting.communicate(timeout=30)
+    try:
+        created = waiting.stderr.readline()  # "batch <id> created from ...", then the bar
+        found = BATCH_ID.search(created)
+        assert found, created
+        time.sleep(1.0)
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
     assert waiting.returncode == 130, created + err + out
     assert "keeps running" in err and f"igw batch status {found.group()}" in err
     assert status(stack, key, found.group())["status"] in ("validating", "in_progress")
