@@ -46,7 +46,11 @@ def item(custom_id: str, model: str = "sim") -> dict[str, Any]:
 
 
 async def run_batch(
-    stack: Stack, items: list[dict[str, Any]], until: set[str], cancel_after: int | None = None
+    stack: Stack,
+    items: list[dict[str, Any]],
+    until: set[str],
+    cancel_after: int | None = None,
+    window: str = "24h",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Submit a batch over NATS and follow it to one of the ``until`` statuses."""
     batch_id = f"batch_{uuid.uuid4().hex[:16]}"
@@ -67,7 +71,7 @@ async def run_batch(
 
     await nc.subscribe(f"igw.batch.status.{batch_id}", cb=on_status)
     await nc.subscribe(f"igw.batch.results.{batch_id}", cb=on_result)
-    submission = {"batch_id": batch_id, "completion_window": "24h", "items": items,
+    submission = {"batch_id": batch_id, "completion_window": window, "items": items,
                   "metadata": {"job": "nightly"}}  # fmt: skip
     ack = await nc.jetstream().publish(
         "igw.batch.submit", json.dumps(submission).encode(), headers={"Nats-Msg-Id": batch_id}
@@ -163,3 +167,15 @@ def test_interactive_requests_do_not_wait_behind_a_large_batch(stack: Stack) -> 
     running = [b for b in seen["during"]["data"] if b["id"] == final["id"]]
     assert running and running[0]["status"] == "in_progress"  # measured while it ran
     assert max(latencies) < 2.0, latencies  # never behind hundreds of batch items
+
+
+def test_a_batch_past_its_window_ends_expired_with_what_finished(stack: Stack) -> None:
+    items = [item(f"late-{n}", "sim-3s") for n in range(12)]
+    until = {"expired", "completed", "failed"}
+    statuses, results = asyncio.run(run_batch(stack, items, until, window="4s"))
+    final = statuses[-1]
+    assert final["status"] == "expired" and final["expired_at"] is not None
+    counts = final["request_counts"]
+    assert counts["total"] == 12 and 1 <= counts["completed"] < 12
+    assert len(results) >= counts["completed"]
+    assert final["output_file_id"]  # what finished in time is kept
