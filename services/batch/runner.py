@@ -20,12 +20,10 @@ from them (``resume``), and replicas can share the work.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import logging
 import time
-from typing import Any
 
 import orjson
 from nats.aio.client import Client
@@ -40,10 +38,8 @@ from schemas import subjects as s
 from schemas.batch import (
     BatchError,
     BatchErrors,
-    BatchLineError,
     BatchObject,
     BatchRequestLine,
-    BatchResponse,
     BatchResultLine,
     BatchState,
     BatchStatus,
@@ -55,6 +51,14 @@ from schemas.batch import (
 from schemas.bus import Cancel, InferenceRequest, ReplyMeta
 from schemas.keys import KeyRecord
 from services.batch.people import People
+from services.batch.results import (
+    answered,
+    compact,
+    dispatched_to,
+    is_done,
+    refusal_line,
+    result_line,
+)
 from services.batch.state import mark, window_s
 from services.runtime.admission import Admission, Ticket
 from services.runtime.batch_input import BatchInputError, check_batch_input
@@ -193,7 +197,7 @@ class BatchRunner:
             )
         if sub.items is not None:
             raw = b"".join(orjson.dumps(item.model_dump()) + b"\n" for item in sub.items)
-            file_id = f"file-{_compact(sub.batch_id)}input"
+            file_id = f"file-{compact(sub.batch_id)}input"
         else:
             assert sub.input_file_id is not None
             downloaded = await self.files.download(sub.input_file_id)
@@ -249,7 +253,7 @@ class BatchRunner:
             if end > state.dispatched:
                 sent = await self._dispatch(state, state.dispatched, end)
                 if sent > state.dispatched:
-                    await self.states.change(state_key(batch_id), _dispatched_to(sent))
+                    await self.states.change(state_key(batch_id), dispatched_to(sent))
                 return
         stopped_long_ago = (
             batch.status == "cancelling"
@@ -278,7 +282,7 @@ class BatchRunner:
             try:
                 ticket = await self.admission.admit(principal, model, item.body, request_id, lapse)
             except BudgetExceeded as refused:
-                await self._record(batch.id, index, _refusal_line(request_id, item, refused))
+                await self._record(batch.id, index, refusal_line(request_id, item, refused))
                 continue
             except (RateLimited, ServiceUnavailable) as paused:
                 log.info("batch %s waits at item %d: %s", batch.id, index, paused.message)
@@ -334,7 +338,7 @@ class BatchRunner:
             headers={s.HEADER_MSG_ID: f"{batch_id}:{index}"},
             timeout=5.0,
         )
-        await self.states.change(state_key(batch_id), _answered(index, line.succeeded))
+        await self.states.change(state_key(batch_id), answered(index, line.succeeded))
 
     async def _load(self, batch: BatchObject) -> list[BatchRequestLine]:
         items = self._items.get(batch.id)
@@ -390,7 +394,7 @@ class BatchRunner:
             assert state.batch is not None
             await self._announce(state.batch)
             for index in range(state.dispatched):
-                if not _done(state, index):
+                if not is_done(state, index):
                     cancel = Cancel(request_id=s.batch_request_id(batch_id, index), reason=why)
                     await self.nc.publish(
                         s.cancel_subject(cancel.request_id), cancel.model_dump_json().encode()
@@ -409,7 +413,7 @@ class BatchRunner:
             chosen = [line for line in lines if line.succeeded is keep]
             if not chosen:
                 continue
-            file_id = f"file-{_compact(batch_id)}{kind}"
+            file_id = f"file-{compact(batch_id)}{kind}"
             raw = b"".join(line.model_dump_json().encode() + b"\n" for line in chosen)
             await self.files.put(
                 file_id, io.BytesIO(raw), filename=f"{batch_id}_{kind}.jsonl",
@@ -478,66 +482,3 @@ class BatchRunner:
                     await self.advance(batch_id)
                 except Exception:
                     log.exception("could not resume batch %s", batch_id)
-
-
-def result_line(meta: ReplyMeta, payload: bytes, custom_id: str) -> BatchResultLine:
-    """A worker's terminal event as an output (or error) line."""
-    line_id = f"batch_req_{meta.request_id}"
-    if meta.error is not None:
-        body = {"error": {"message": meta.error.message, "type": meta.error.type,
-                          "param": meta.error.param, "code": meta.error.code}}  # fmt: skip
-        response = BatchResponse(
-            status_code=meta.error.status, request_id=meta.request_id, body=body
-        )
-        return BatchResultLine(id=line_id, custom_id=custom_id, response=response)
-    try:
-        answer: dict[str, Any] = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        error = BatchLineError(code="upstream_protocol_error", message="the answer was not JSON")
-        return BatchResultLine(id=line_id, custom_id=custom_id, error=error)
-    response = BatchResponse(status_code=200, request_id=meta.request_id, body=answer)
-    return BatchResultLine(id=line_id, custom_id=custom_id, response=response)
-
-
-def _refusal_line(request_id: str, item: BatchRequestLine, exc: GatewayError) -> BatchResultLine:
-    info = exc.to_info()
-    body = {"error": {"message": info.message, "type": info.type, "param": info.param,
-                      "code": info.code}}  # fmt: skip
-    response = BatchResponse(status_code=info.status, request_id=request_id, body=body)
-    return BatchResultLine(
-        id=f"batch_req_{request_id}", custom_id=item.custom_id, response=response
-    )
-
-
-def _done(state: BatchState, index: int) -> bool:
-    bits = base64.b64decode(state.done_bits) if state.done_bits else b""
-    return index // 8 < len(bits) and bool(bits[index // 8] & (1 << (index % 8)))
-
-
-def _answered(index: int, succeeded: bool) -> Any:
-    def edit(state: BatchState) -> None:
-        if state.batch is None or state.finished or _done(state, index):
-            return  # counted already (a redelivered reply), or too late to count
-        bits = bytearray(base64.b64decode(state.done_bits) if state.done_bits else b"")
-        if len(bits) <= index // 8:
-            bits.extend(b"\0" * (index // 8 + 1 - len(bits)))
-        bits[index // 8] |= 1 << (index % 8)
-        state.done_bits = base64.b64encode(bytes(bits)).decode()
-        counts = state.batch.request_counts
-        if succeeded:
-            counts.completed += 1
-        else:
-            counts.failed += 1
-
-    return edit
-
-
-def _dispatched_to(end: int) -> Any:
-    def edit(state: BatchState) -> None:
-        state.dispatched = max(state.dispatched, end)
-
-    return edit
-
-
-def _compact(batch_id: str) -> str:
-    return "".join(c for c in batch_id.removeprefix("batch_") if c.isalnum())[:60]
