@@ -128,7 +128,7 @@ async def _until_stopped(stop: asyncio.Event, *workers: asyncio.Task[None]) -> N
 def build_broker(settings: Settings, store: UsageStore) -> NatsBroker:
     """The FastStream broker answering SQL requests."""
     broker = NatsBroker(
-        settings.nats.url,
+        settings.nats.servers,
         name="igw-accounting-sql",
         graceful_timeout=GRACEFUL_TIMEOUT_S,
         max_reconnect_attempts=-1,

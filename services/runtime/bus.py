@@ -47,7 +47,7 @@ async def connect(settings: Settings, name: str) -> Client:
     try:
         async with asyncio.timeout(settings.nats.connect_timeout_s):
             nc = await nats.connect(
-                settings.nats.url,
+                settings.nats.servers,
                 name=f"igw-{name}",
                 connect_timeout=min(2.0, settings.nats.connect_timeout_s),
                 max_reconnect_attempts=-1,

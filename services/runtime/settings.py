@@ -41,7 +41,9 @@ class ServerSettings(_Section):
 
 
 class NatsSettings(_Section):
-    url: str = "nats://127.0.0.1:4222"
+    url: str = Field(
+        "nats://127.0.0.1:4222", description="one server, or a cluster's as a comma-separated list"
+    )
     embedded: bool = Field(True, description="`igw up` starts a local nats-server")
     host: str = "127.0.0.1"
     port: int = Field(4222, ge=1, le=65535)
@@ -49,6 +51,11 @@ class NatsSettings(_Section):
     store_dir: Path | None = Field(None, description="JetStream store; default <data_dir>/nats")
     connect_timeout_s: float = Field(5.0, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5)
+
+    @property
+    def servers(self) -> list[str]:
+        """``url`` as the list of servers a client may connect to."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
 
 
 class BusSettings(_Section):
