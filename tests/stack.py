@@ -219,6 +219,17 @@ class Stack:
         names = dict.fromkeys(("nats", *self.services, *self.replica_ports))
         return "\n".join(f"--- {n}\n{self.log(n)}" for n in names)
 
+    def new_key(self, master: str, **fields: Any) -> str:
+        """Mint a virtual key through the admin API (``/key/generate``) with ``master``."""
+        reply = httpx.post(
+            f"{self.base_url}/key/generate",
+            headers={"authorization": f"Bearer {master}"},
+            json=fields,
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["key"])
+
     def sim_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.sim_url}/_sim/stats", timeout=5).json()  # type: ignore[no-any-return]
 

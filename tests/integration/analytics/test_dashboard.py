@@ -63,14 +63,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, di
 
 
 def new_key(stack: Stack, **fields: Any) -> str:
-    reply = httpx.post(
-        f"{stack.base_url}/key/generate",
-        headers={"authorization": f"Bearer {MASTER}"},
-        json=fields,
-        timeout=10,
-    )
-    assert reply.status_code == 200, reply.text
-    return str(reply.json()["key"])
+    return stack.new_key(MASTER, **fields)
 
 
 def send_workload(stack: Stack, keys: dict[str, str]) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -34,15 +33,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deployment.stop_all()
 
 
-def new_key(stack: Stack) -> str:
-    reply = httpx.post(
-        f"{stack.base_url}/key/generate",
-        headers={"authorization": f"Bearer {MASTER}"},
-        json={},
-        timeout=10,
-    )
-    assert reply.status_code == 200, reply.text
-    return str(reply.json()["key"])
+def new_key(stack: Stack, **fields: Any) -> str:
+    return stack.new_key(MASTER, **fields)
 
 
 def sdk(stack: Stack, key: str) -> openai.OpenAI:
@@ -138,13 +130,7 @@ def test_a_cancelled_batch_stops(stack: Stack) -> None:
 
 
 def test_items_respect_the_keys_budget(stack: Stack) -> None:
-    reply = httpx.post(
-        f"{stack.base_url}/key/generate",
-        headers={"authorization": f"Bearer {MASTER}"},
-        json={"max_budget": 0.000000001},
-        timeout=10,
-    )
-    client = sdk(stack, reply.json()["key"])
+    client = sdk(stack, new_key(stack, max_budget=0.000000001))
     before = stack.sim_stats()["requests"]
     upload = client.files.create(file=jsonl(*["sim"] * 5), purpose="batch")
     batch = client.batches.create(

@@ -37,14 +37,7 @@ def files_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def new_key(stack: Stack, **fields: Any) -> str:
-    reply = httpx.post(
-        f"{stack.base_url}/key/generate",
-        headers={"authorization": f"Bearer {MASTER}"},
-        json=fields,
-        timeout=10,
-    )
-    assert reply.status_code == 200, reply.text
-    return str(reply.json()["key"])
+    return stack.new_key(MASTER, **fields)
 
 
 def sdk(stack: Stack, key: str = MASTER) -> openai.OpenAI:

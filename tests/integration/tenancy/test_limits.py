@@ -46,9 +46,7 @@ def admin(url: str, method: str, path: str, key: str = MASTER, **kw: Any) -> htt
 
 
 def new_key(stack: Stack, **fields: Any) -> str:
-    reply = admin(stack.base_url, "POST", "/key/generate", json=fields)
-    assert reply.status_code == 200, reply.text
-    return str(reply.json()["key"])
+    return stack.new_key(MASTER, **fields)
 
 
 def info(stack: Stack, key: str) -> dict[str, Any]:
