@@ -86,6 +86,10 @@ class InferenceRequest(BusMessage):
     hedge: bool = Field(False, description="a hedge beside a slow attempt, not a retry")
     metadata: dict[str, str] | None = Field(None, description="x-gateway metadata")
     batch_id: str | None = Field(None, description="the batch this request is an item of")
+    budget_lease: str | None = Field(
+        None, description="the key's budget lease this request was admitted from, if any"
+    )
+    budget_lease_hold: float = Field(0.0, description="what it took from that lease, USD")
     cache: bool | None = Field(None, description="x-gateway cache flag")
     body: dict[str, Any] = Field(
         description="the validated OpenAI request body: chat completions, or embeddings"
@@ -112,6 +116,8 @@ class RoutingView(BusMessage):
     user_id: str | None = None
     stream: bool = False
     batch_id: str | None = None
+    budget_lease: str | None = None
+    budget_lease_hold: float = 0.0
 
 
 class RouteDecision(BaseModel):
@@ -207,6 +213,10 @@ class UsageEvent(BusMessage):
     )
     cache_hit: bool = Field(False, description="answered from the response cache")
     batch_id: str | None = None
+    budget_lease: str | None = Field(
+        None, description="on a final event: the key's budget lease to give the hold back to"
+    )
+    budget_lease_hold: float = 0.0
 
 
 class Cancel(BusMessage):

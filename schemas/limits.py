@@ -62,6 +62,28 @@ class Hold(BaseModel):
     expires: float = Field(description="epoch seconds; a hold past this is dropped")
 
 
+class Lease(BaseModel):
+    """Capacity one ingress process has taken from a key's record in advance, to
+    admit that key's requests without a round trip each (see
+    :mod:`services.runtime.leases`). Every figure here already counts against
+    the key's limits, so leases never let the fleet pass them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    expires: float = Field(description="epoch seconds; a lease past this is dropped")
+    minute: int = Field(0, description="the minute ``requests`` and ``tokens`` are for")
+    requests: int = Field(0, description="requests granted in ``minute`` (counted in the key's)")
+    tokens: int = Field(0, description="tokens granted in ``minute`` (counted in the key's)")
+    slots: int = Field(0, description="parallel-request slots held")
+    granted: float = Field(0.0, description="budget granted so far, USD")
+    released: float = Field(
+        0.0, description="budget given back by the settler as the lease's requests settled"
+    )
+
+    def held(self) -> float:
+        return max(0.0, self.granted - self.released)
+
+
 class SpendRecord(_Record):
     """What one key, user or team has spent in its budget period, what requests in
     flight hold against the budget, and (for a key) which requests hold a slot."""
@@ -77,9 +99,13 @@ class SpendRecord(_Record):
     minute: int = Field(0, description="the minute a key's request and token counts are for")
     requests: int = Field(0, description="a key's requests admitted in ``minute``")
     tokens: int = Field(0, description="a key's tokens counted in ``minute``")
+    leases: dict[str, Lease] = Field(
+        default_factory=dict, description="a key's capacity leased to ingress processes, by id"
+    )
 
     def held(self, now: float) -> float:
-        return sum(h.amount for h in self.holds.values() if h.expires > now)
+        held = sum(h.amount for h in self.holds.values() if h.expires > now)
+        return held + sum(lease.held() for lease in self.leases.values() if lease.expires > now)
 
     def at_minute(self, minute: int) -> None:
         """Start counting a new minute (a key's rpm and tpm)."""
@@ -87,13 +113,16 @@ class SpendRecord(_Record):
             self.minute, self.requests, self.tokens = minute, 0, 0
 
     def live_slots(self, now: float) -> int:
-        return sum(1 for lapse in self.slots.values() if lapse > now)
+        own = sum(1 for lapse in self.slots.values() if lapse > now)
+        return own + sum(lease.slots for lease in self.leases.values() if lease.expires > now)
 
     def prune(self, now: float) -> None:
         for request_id in [r for r, h in self.holds.items() if h.expires <= now]:
             del self.holds[request_id]
         for request_id in [r for r, lapse in self.slots.items() if lapse <= now]:
             del self.slots[request_id]
+        for lease_id in [i for i, lease in self.leases.items() if lease.expires <= now]:
+            del self.leases[lease_id]
 
     def roll(self, now: float) -> None:
         """Start a new budget period when the current one is over."""

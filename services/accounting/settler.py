@@ -4,7 +4,9 @@ It reads ``IGW_USAGE`` in stream order with an ordered consumer, starting after
 the cursor it saved (``settler.cursor`` in ``igw_spend``). For every key, user
 and team an event names, it adds the event's cost to that holder's
 ``SpendRecord`` and, when the event ends its request, drops the request's
-budget hold in the same compare-and-set write.
+budget hold in the same compare-and-set write. A request admitted from a
+key's lease (:mod:`services.runtime.leases`) had its hold taken from the
+lease; its final event gives that amount back to the lease instead.
 
 Exactly once: each record remembers the last stream sequence applied to it
 (``applied_seq``). Because events are applied in stream order, an event at or
@@ -46,6 +48,8 @@ class Charge:
     cost: float
     request_id: str
     final: bool
+    lease: str | None = None
+    lease_hold: float = 0.0
 
 
 def charges_of(seq: int, data: bytes) -> list[tuple[str, Charge]]:
@@ -59,6 +63,8 @@ def charges_of(seq: int, data: bytes) -> list[tuple[str, Charge]]:
         cost=float(event.get("cost_usd") or 0),
         request_id=str(event.get("request_id", "")),
         final=bool(event.get("final", True)),
+        lease=event.get("budget_lease") or None,
+        lease_hold=float(event.get("budget_lease_hold") or 0),
     )
     out: list[tuple[str, Charge]] = []
     for holder, field in (("key", "key_id"), ("user", "user_id"), ("team", "tenant")):
@@ -78,6 +84,9 @@ def apply(record: SpendRecord, charges: list[Charge], now: float) -> None:
         record.spent += charge.cost
         if charge.final:
             record.holds.pop(charge.request_id, None)
+            lease = record.leases.get(charge.lease) if charge.lease else None
+            if lease is not None:  # the request took its hold from a lease: give it back
+                lease.released += charge.lease_hold
         record.applied_seq = charge.seq
 
 

@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> FastPath:
                 keys,
                 spend=await js.key_value(s.KV_SPEND),
                 limits=await js.key_value(s.KV_LIMITS),
+                leases=True,
             ),
             files=FileStore(await js.object_store(s.OBJ_FILES)),
         )

@@ -133,6 +133,9 @@ async def exchange(
             principal, message.model, message.body, request_id, message.deadline
         )
         if ticket is not None:
+            if ticket.budget_lease is not None and ticket.lease is not None:
+                message.budget_lease = ticket.budget_lease  # the settler gives it back there
+                message.budget_lease_hold = ticket.lease.worst
             on_close = functools.partial(ctx.admission.finish, ticket)
             if headers is not None:
                 headers.update(ticket.headers)

@@ -191,6 +191,8 @@ class Router:
             priority=request.priority,
             stream=request.stream,
             batch_id=request.batch_id,
+            budget_lease=request.budget_lease,
+            budget_lease_hold=request.budget_lease_hold,
             status="error",
             error_type=error.code or error.type,
             http_status=error.status,

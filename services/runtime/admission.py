@@ -21,6 +21,11 @@ nothing and is not counted. When the store does not answer within
 ``limits.store_timeout_s`` the request is refused with 503 (fail closed).
 Give-backs (a slot, a token correction) are deferred briefly so that they ride
 along with the next request's write to the same record.
+
+A busy key with room to spare is admitted without any write: the ingress
+leases a share of the key's capacity in the writes it makes anyway and admits
+from the lease in memory (:mod:`services.runtime.leases`). User, team, model
+and global scopes are checked per request.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from services.runtime import limit_edits as edits
 from services.runtime.durations import duration_s
 from services.runtime.errors import GatewayError
 from services.runtime.kvcas import KvCas
+from services.runtime.leases import KeyLimits, Leases, Taken
 from services.runtime.limit_edits import PROMPT_MARGIN, Budget, Window
 from services.runtime.principal import Principal
 from services.runtime.settings import Settings
@@ -71,6 +77,10 @@ class Ticket:
     key_minute: int | None = None
     slot: bool = False
     key_hold: bool = False
+    lease: Taken | None = None
+    """What it took from this process's lease on the key, instead of a write."""
+    budget_lease: str | None = None
+    """The lease its budget hold came from (named on the bus for the settler)."""
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -86,13 +96,24 @@ class Directory(Protocol):
 
 class Admission:
     def __init__(
-        self, settings: Settings, keys: Directory | None, spend: KeyValue, limits: KeyValue
+        self,
+        settings: Settings,
+        keys: Directory | None,
+        spend: KeyValue,
+        limits: KeyValue,
+        *,
+        leases: bool = False,
     ):
+        """``leases``: admit a busy key's requests from capacity leased to this
+        process (the ingress; a caller that does not name the lease on the bus
+        must leave it off)."""
         timeout = settings.limits.store_timeout_s
         self.settings = settings
         self.keys = keys
         self.spend = KvCas(spend, SpendRecord, timeout)
         self.windows = KvCas(limits, WindowRecord, timeout)
+        share = settings.limits.lease_share
+        self.leases = Leases(self.spend, share) if leases and share > 0 else None
         self._prices = edits.max_prices(settings)
 
     # -- what applies -------------------------------------------------------
@@ -166,6 +187,7 @@ class Admission:
         steps: list[Awaitable[None]] = []
         key_steps: list[edits.Step] = []
         own_window: Window | None = None
+        own_budget: Budget | None = None
         for w in windows:
             if w.scope == "key":
                 own_window = w
@@ -177,12 +199,40 @@ class Admission:
         for b in budgets:
             hold = edits.hold(request_id, b, worst, hold_lapse, now)
             if b.holder == "key":
+                own_budget = b
                 key_steps.append(hold)
             else:
                 steps.append(self._take(ticket, spend_key(b.holder, b.ident), hold))
         if record is not None and key_steps:
-            # everything of the key's own in one record: one write
-            steps.append(self._take_key(ticket, record.token, key_steps, own_window, minute, reset))
+            # everything of the key's own in one record: one write, or none from a lease
+            written: Callable[[], None] | None = None
+            if self.leases is not None:
+                own = KeyLimits(
+                    rpm=own_window.rpm if own_window else None,
+                    tpm=own_window.tpm if own_window else None,
+                    parallel=parallel or None,
+                    max_budget=own_budget.max_budget if own_budget else None,
+                    period_s=own_budget.period_s if own_budget else None,
+                )
+                lease_args = (record.token, own, minute, tokens, worst, hold_lapse, now)
+                taken = self.leases.take(*lease_args)
+                if taken is not None:
+                    key_steps = []
+                    ticket.lease = taken
+                    ticket.headers.update(self.leases.headers(taken, reset))
+                    if own_budget is not None:
+                        ticket.budget_lease = taken.local.lease_id
+                else:
+                    check, written = self.leases.grant(*lease_args)
+                    key_steps.append(check)
+            if key_steps:
+                steps.append(
+                    self._take_key(
+                        ticket, record.token, key_steps, own_window, minute, reset, written
+                    )
+                )
+        if not steps:
+            return ticket
         if len(steps) == 1:  # the usual case: a key's own limits, one write, no task
             try:
                 await steps[0]
@@ -216,9 +266,12 @@ class Admission:
         window: Window | None,
         minute: int,
         reset: float,
+        written: Callable[[], None] | None = None,
     ) -> None:
         key = spend_key("key", token)
         rec = await self.spend.change(key, edits.key_state(*steps))
+        if written is not None:
+            written()
         ticket.key = key
         ticket.key_minute = minute if window is not None else None
         ticket.slot = rec.slots.get(ticket.request_id) is not None
@@ -270,6 +323,8 @@ class Admission:
         delta = 0
         if counted and terminal is not None and terminal.usage is not None:
             delta = terminal.usage.prompt_tokens + terminal.usage.completion_tokens - tokens
+        if ticket.lease is not None:
+            self.leases_finish(ticket.lease, counted=counted, delta_tokens=delta)
         later: list[Callable[[SpendRecord], None]] = []
         if ticket.slot:
             later.append(edits.drop_slot(request_id))
@@ -292,6 +347,10 @@ class Admission:
         if ticket.key is not None:
             for edit in later:
                 self.spend.later(ticket.key, edit, GIVE_BACK_S)
+
+    def leases_finish(self, taken: Taken, *, counted: bool, delta_tokens: int) -> None:
+        if self.leases is not None:
+            self.leases.finish(taken, counted=counted, delta_tokens=delta_tokens)
 
     async def close(self) -> None:
         """Write the give-backs still queued."""

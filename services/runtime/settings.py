@@ -186,6 +186,14 @@ class LimitsSettings(_Section):
     hold_grace_s: float = Field(
         120.0, ge=0, description="how long a budget hold outlives its request, awaiting usage"
     )
+    lease_share: int = Field(
+        8,
+        ge=0,
+        description=(
+            "an ingress may lease 1/lease_share of what a key has left, to admit its"
+            " requests without a store round trip each; 0 turns leases off"
+        ),
+    )
 
 
 class LoggingSettings(_Section):

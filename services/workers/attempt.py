@@ -305,4 +305,6 @@ def usage_event(
         finish_reason=progress.finish_reason,
         final=final,
         batch_id=req.batch_id,
+        budget_lease=req.budget_lease,
+        budget_lease_hold=req.budget_lease_hold,
     )

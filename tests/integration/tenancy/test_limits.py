@@ -129,6 +129,49 @@ def test_two_replicas_share_one_rpm_limit(fleet: Stack) -> None:
     assert refusal.headers["x-ratelimit-remaining-requests"] == "0"
 
 
+def test_leased_capacity_stays_fleet_wide_and_settles_exactly(fleet: Stack) -> None:
+    """A key with room to spare is admitted from leases; its limits still hold
+    across both replicas, and once the leases go idle and the requests settle,
+    nothing is held and the spend is exact."""
+    if time.time() % 60 > 30:  # keep the flood inside one rate-limit minute
+        time.sleep(61 - time.time() % 60)
+    key = new_key(fleet, rpm_limit=300, max_budget=20.0, max_parallel_requests=64)
+
+    async def flood() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            urls = [fleet.base_url, fleet.replica_url("ingress-2")]
+            out: list[httpx.Response] = []
+            for start in range(0, 400, 16):
+                out += await asyncio.gather(
+                    *(chat(client, urls[i % 2], key) for i in range(start, start + 16))
+                )
+            return out
+
+    replies = asyncio.run(flood())
+    admitted = [r for r in replies if r.status_code == 200]
+    limited = [r for r in replies if r.status_code == 429]
+    assert len(admitted) == 300 and len(limited) == 100, {r.status_code for r in replies}
+    spent = sum(cost(r.json()["usage"]) for r in admitted)
+
+    def settled() -> bool:
+        now = info(fleet, key)
+        return now["spend_held"] == 0 and Decimal(str(now["spend"])) == spent
+
+    wait_until(settled, 30, "the leased requests to settle and the leases to go idle")
+    query = (
+        "SELECT count(), sum(cost_usd) FROM requests WHERE final AND key_id = "
+        f"'{info_token(fleet, key)}'"
+    )
+    wait_until(lambda: int(fleet.sql(query)[0][0]) >= 300, 30, "the usage rows")
+    rows = fleet.sql(query)
+    assert int(rows[0][0]) == 300 and Decimal(str(rows[0][1])) == spent
+
+
+def info_token(stack: Stack, key: str) -> str:
+    reply = admin(stack.base_url, "GET", "/key/info", key=key)
+    return str(reply.json()["key"])
+
+
 def test_a_token_limit_refuses_once_the_minute_is_spent(fleet: Stack) -> None:
     key = new_key(fleet, tpm_limit=100)
 

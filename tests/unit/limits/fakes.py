@@ -23,6 +23,8 @@ class FakeKv:
         self.revision = 0
         self.updates = 0
         self.hang = False
+        self.written = asyncio.Event()
+        """Set by every write (a test clears it to wait for the next)."""
 
     async def get(self, key: str) -> Entry:
         if self.hang:
@@ -41,6 +43,7 @@ class FakeKv:
             raise KeyWrongLastSequenceError
         self.revision += 1
         self.data[key] = Entry(value, self.revision)
+        self.written.set()
         return self.revision
 
     def other(self, key: str, record: BaseModel) -> None:
