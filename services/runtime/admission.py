@@ -353,7 +353,9 @@ class Admission:
             self.leases.finish(taken, counted=counted, delta_tokens=delta_tokens)
 
     async def close(self) -> None:
-        """Write the give-backs still queued."""
+        """Give leased capacity back and write the give-backs still queued."""
+        if self.leases is not None:
+            self.leases.give_back_all()
         await asyncio.gather(self.spend.flush(), self.windows.flush())
 
 

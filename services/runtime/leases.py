@@ -305,6 +305,14 @@ class Leases:
         else:
             self._watch_idle(taken.token)
 
+    def give_back_all(self) -> None:
+        """On shutdown: return what every lease holds unused."""
+        for timer in self._idle.values():
+            timer.cancel()
+        self._idle.clear()
+        for token, local in self._by_key.items():
+            self._give_back(token, local)
+
     def _retire(self, token: str, local: Local) -> None:
         local.retired = True
         self._give_back(token, local)

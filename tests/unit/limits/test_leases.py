@@ -205,3 +205,15 @@ async def test_tokens_used_beyond_the_lease_are_counted_in_the_record() -> None:
     gate.finish(ticket, done(usage=10_000_000))
     await gate.spend.flush()
     assert stored(spend).tokens > before
+
+
+async def test_closing_gives_leased_capacity_back() -> None:
+    (gate,), spend = replicas(1)
+    caller = key(rpm_limit=100_000, max_parallel_requests=1_000)
+    ticket = await gate.admit(caller, "m", BODY, "r0", deadline=FAR)
+    assert ticket is not None
+    assert stored(spend).requests > 1  # a share was leased
+    await gate.close()
+    rec = stored(spend)
+    assert rec.requests == 1  # only r0 counts now
+    assert rec.live_slots(0) == 1  # r0's own slot, still in flight
