@@ -4,6 +4,7 @@ written into a temporary directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,9 +18,12 @@ import httpx
 import yaml
 
 from services.runtime import natsserver
+from tests.waiting import wait_until
 
 PRICE = {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}
 SERVICES = ("simulator", "router", "worker-openai", "accounting", "ingress")
+METRICS_SERVED = frozenset({"router", "worker", "accounting", "batcher"})
+"""Commands that serve /metrics on ``metrics.port`` (the ingress: on its HTTP port)."""
 
 
 def sim_model(alias: str, upstream: str, port: int, **extra: Any) -> dict[str, Any]:
@@ -45,6 +49,13 @@ class Stack:
     services: tuple[str, ...] = SERVICES
     replica_ports: dict[str, int] = field(default_factory=dict)
     """HTTP ports of extra ingress replicas ("ingress-2", ...), each its own process."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Environment variables for every process (``OTEL_*`` for tracing tests, ...)."""
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """``metrics.port`` of each router, worker, accounting and batcher process."""
+    nats_nodes: int = 1
+    """3: a JetStream cluster on loopback ("nats", "nats-2", "nats-3"), streams and KV R3."""
+    nats_specs: dict[str, natsserver.NatsServerSpec] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:
@@ -60,7 +71,10 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
+        """Every node's URL, comma-separated (``nats.url`` takes a cluster's list)."""
+        if self.nats_nodes == 1:
+            return f"nats://127.0.0.1:{self.nats_port}"
+        return ",".join(spec.url for spec in self._nats_cluster().values())
 
     def write_config(self) -> None:
         p = self.sim_port
@@ -111,7 +125,12 @@ class Stack:
         config: dict[str, Any] = {
             "data_dir": str(self.root / "data"),
             "server": {"port": self.http_port, "max_body_bytes": 65536, "request_timeout_s": 20},
-            "nats": {"url": self.nats_url, "port": self.nats_port, "monitor_port": 0},
+            "nats": {
+                "url": self.nats_url,
+                "port": self.nats_port,
+                "monitor_port": 0,
+                "stream_replicas": min(self.nats_nodes, 3),
+            },
             "simulator": {"port": self.sim_port},
             "clickhouse": {"batch_size": 50, "flush_interval_ms": 100},
             "bus": {"usage_ack_wait_s": 3, "work_ack_wait_s": 2},
@@ -141,26 +160,74 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IGW_")}
         env["IGW_CONFIG"] = str(self.config_path)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         return env
 
     def start_nats(self) -> None:
-        spec = natsserver.NatsServerSpec(
-            host="127.0.0.1", port=self.nats_port, store_dir=self.root / "data" / "nats"
-        )
-        self.procs["nats"] = natsserver.start(spec, self.root / "nats.log")
+        if self.nats_nodes == 1:
+            spec = natsserver.NatsServerSpec(
+                host="127.0.0.1", port=self.nats_port, store_dir=self.root / "data" / "nats"
+            )
+            self.procs["nats"] = natsserver.start(spec, self.root / "nats.log")
+            return
+        for name in self._nats_cluster():
+            self.start_nats_node(name)
+        for name in self._nats_cluster():
+            self.wait_nats_healthy(name)
+
+    def _nats_cluster(self) -> dict[str, natsserver.NatsServerSpec]:
+        """The cluster's nodes by process name; their ports stay the same across restarts."""
+        if not self.nats_specs:
+            ports = [self.nats_port] + [natsserver.free_port() for _ in range(self.nats_nodes - 1)]
+            specs = natsserver.cluster("127.0.0.1", ports, self.root / "data" / "nats")
+            for n, spec in enumerate(specs, start=1):
+                name = "nats" if n == 1 else f"nats-{n}"
+                monitor = natsserver.free_port()
+                self.nats_specs[name] = dataclasses.replace(spec, monitor_port=monitor)
+        return self.nats_specs
+
+    def start_nats_node(self, name: str) -> None:
+        self.procs[name] = natsserver.start(self.nats_specs[name], self.root / f"{name}.log")
+
+    def wait_nats_healthy(self, name: str, timeout: float = 30.0) -> None:
+        """Until the node's JetStream is healthy (in a cluster: it knows the meta leader)."""
+        url = f"http://127.0.0.1:{self.nats_specs[name].monitor_port}/healthz"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout, f"{name} to report JetStream healthy")
 
     def replica_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.replica_ports[name]}"
 
+    def metrics_url(self, name: str) -> str:
+        """Where process ``name`` serves ``/metrics`` (an ingress: on its HTTP port)."""
+        if name == "ingress":
+            return f"{self.base_url}/metrics"
+        if name in self.replica_ports:
+            return f"{self.replica_url(name)}/metrics"
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+
     def start(self, name: str) -> None:
+        if name in self.nats_specs:
+            self.start_nats_node(name)
+            return
         env = self.env()
-        if name.startswith("worker-"):
-            args = ["worker", "--provider", name.split("-", 1)[1]]
+        if name.startswith("worker-"):  # "worker-openai-2": a second worker for openai
+            provider = name.split("-")[1]
+            args = ["worker", "--provider", provider]
         else:
             args = [name.split("-", 1)[0]]  # "router-2": a second router replica
         if name.startswith("ingress-"):
             port = self.replica_ports.setdefault(name, natsserver.free_port())
             env["IGW_SERVER__PORT"] = str(port)
+        if args[0] in METRICS_SERVED:
+            port = self.metrics_ports.setdefault(name, natsserver.free_port())
+            env["IGW_METRICS__PORT"] = str(port)
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
@@ -181,6 +248,13 @@ class Stack:
         deadline = time.monotonic() + timeout
         checks = {f"{self.base_url}/ready": 200, f"{self.sim_url}/_sim/stats": 200}
         checks.update({f"{self.replica_url(n)}/ready": 200 for n in self.replica_ports})
+        checks.update(
+            {
+                f"http://127.0.0.1:{port}/health": 200
+                for name, port in self.metrics_ports.items()
+                if name in self.procs
+            }
+        )
         while checks and time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
@@ -216,7 +290,7 @@ class Stack:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def logs(self) -> str:
-        names = dict.fromkeys(("nats", *self.services, *self.replica_ports))
+        names = dict.fromkeys(("nats", *self.nats_specs, *self.services, *self.replica_ports))
         return "\n".join(f"--- {n}\n{self.log(n)}" for n in names)
 
     def new_key(self, master: str, **fields: Any) -> str:

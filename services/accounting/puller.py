@@ -17,6 +17,7 @@ import logging
 from typing import Any, Final, Protocol
 
 from schemas.subjects import HEADER_MSG_ID
+from services.accounting.traced_ack import traced
 from services.accounting.writer import UsageWriter
 
 log = logging.getLogger("igw.accounting.puller")
@@ -76,7 +77,8 @@ class UsagePuller:
                 await self._wait(self._retry_delay)
                 continue
             for msg in messages:
-                await self._writer.add(msg.data, msg, (msg.headers or {}).get(HEADER_MSG_ID))
+                handle = traced(msg)  # the message itself unless tracing is on
+                await self._writer.add(msg.data, handle, (msg.headers or {}).get(HEADER_MSG_ID))
             if self._linger and len(messages) < self._batch_size:
                 # A partial batch: let events gather in the stream instead of
                 # paying a fetch round trip for every few of them.

@@ -38,9 +38,12 @@ from services.accounting import responder
 from services.accounting.consumer import consumer_config, ensure_consumer
 from services.accounting.puller import UsagePuller
 from services.accounting.settler import Settler
+from services.accounting.standby import StoreLock, lock_path
 from services.accounting.store import ClickHouseStore, UsageStore
 from services.accounting.writer import UsageWriter
 from services.runtime.bus import connect, wait_for_streams
+from services.runtime.metrics import AccountingMetrics
+from services.runtime.metrics_http import serving
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.accounting")
@@ -57,6 +60,11 @@ async def serve(
     ch = settings.clickhouse
     interval_s = ch.flush_interval_ms / 1000
     async with AsyncExitStack() as stack:
+        if settings.clickhouse_embedded:  # one process per embedded store (see standby)
+            lock = StoreLock(lock_path(settings.clickhouse_dsn))
+            if not await lock.acquire(ch.standby, stop):
+                return  # stopped while standing by
+            stack.callback(lock.release)
         store = await ClickHouseStore.open(settings.clickhouse_dsn, ch.database)
         stack.push_async_callback(store.close)
         if ch.manage_schema:
@@ -81,7 +89,10 @@ async def serve(
         subscription = await js.pull_subscribe(
             USAGE_WILDCARD, durable=CONSUMER_ACCOUNTING, stream=STREAM_USAGE, config=config
         )
-        writer = UsageWriter(store, batch_size=ch.batch_size, flush_interval_s=interval_s)
+        metrics = AccountingMetrics()
+        writer = UsageWriter(
+            store, batch_size=ch.batch_size, flush_interval_s=interval_s, on_stored=metrics.stored
+        )
         puller = UsagePuller(
             subscription,
             writer,
@@ -100,6 +111,7 @@ async def serve(
         broker = build_broker(settings, store)
         stack.push_async_callback(broker.stop)
         await broker.start()
+        await stack.enter_async_context(serving("accounting", metrics.registry, settings.metrics))
         log.info("accounting ready: consuming %s, answering %s", STREAM_USAGE, ACCOUNTING_SQL)
 
         await _until_stopped(stop, pulling, timer, settling)

@@ -9,6 +9,8 @@ The writer knows nothing about NATS: it takes raw message bodies with an
 * malformed (not a ``UsageEvent``, or a value that does not fit the table):
   terminated at once and logged, so it never blocks the stream.
 
+``on_stored`` (the accounting metrics) sees every batch the store accepted.
+
 A batch is flushed when it holds ``batch_size`` events or when its oldest
 event has waited ``flush_interval_s``. The insert carries a dedup token made
 from the batch's sorted message ids, so re-inserting the same batch is a no-op
@@ -78,6 +80,7 @@ class UsageWriter:
         nak_delay_s: float = DEFAULT_NAK_DELAY_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_stored: Callable[[list[UsageEvent]], None] | None = None,
     ) -> None:
         if batch_size < 1 or flush_interval_s <= 0:
             raise ValueError("batch_size must be >= 1 and flush_interval_s > 0")
@@ -87,6 +90,7 @@ class UsageWriter:
         self._nak_delay = nak_delay_s
         self._clock = clock
         self._sleep = sleep
+        self._on_stored = on_stored
         self._pending: list[_Pending] = []
         self._oldest_at: float | None = None
         self._flush_lock = asyncio.Lock()
@@ -144,6 +148,8 @@ class UsageWriter:
                 await self._settle(batch, "nak")
                 return 0
             await self._settle(batch, "ack")
+            if self._on_stored is not None:
+                self._on_stored([p.event for p in batch])
             return len(batch)
 
     async def run(self) -> None:

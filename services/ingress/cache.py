@@ -25,6 +25,7 @@ from schemas import subjects as s
 from schemas.bus import UsageEvent
 from schemas.gateway_options import BODY_FIELD, GatewayOptions
 from services.ingress.auth import Principal
+from services.runtime import tracing
 from services.runtime.settings import CacheSettings
 
 log = logging.getLogger("igw.ingress.cache")
@@ -79,7 +80,8 @@ class ResponseCache:
         call, no cost), so analysts see hits and misses; in the background."""
 
         async def publish() -> None:
-            headers = {s.HEADER_MSG_ID: s.attempt_msg_id(usage.request_id, usage.attempt)}
+            msg_id = s.attempt_msg_id(usage.request_id, usage.attempt)
+            headers = tracing.inject({s.HEADER_MSG_ID: msg_id})  # the request's HTTP span
             try:
                 await js.publish(
                     s.usage_subject(CACHE_PROVIDER),

@@ -54,6 +54,7 @@ async def chat_completions(request: Request) -> Response:
             if (hit := await ctx.cache.get(key)) is not None:
                 headers["x-cache"] = "HIT"
                 ctx.cache.record_hit(ctx.js, cache.hit_usage(request_id, chat.model, principal))
+                ctx.metrics.cache_hit(chat.model)
                 hit_reply = Response(hit, media_type=JSON, headers=headers)
                 return hit_reply if claim is None else await claim.finish(hit_reply)
             headers["x-cache"] = "MISS"

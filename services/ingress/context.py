@@ -19,6 +19,7 @@ from services.ingress.idempotency import IdempotencyStore
 from services.ingress.replies import ReplyMux
 from services.runtime.admission import Admission
 from services.runtime.file_store import FileStore
+from services.runtime.metrics import IngressMetrics
 from services.runtime.settings import ModelDeployment, Settings
 
 log = logging.getLogger("igw.ingress")
@@ -36,7 +37,10 @@ class IngressContext:
     idempotency: IdempotencyStore | None = None
     admission: Admission | None = None
     files: FileStore | None = None
+    metrics: IngressMetrics = field(default_factory=IngressMetrics)
     started: float = field(default_factory=time.time)
+    draining: bool = False
+    """Shutting down: no new requests, /ready answers 503 (see ``shutdown``)."""
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def cancel(self, request_id: str, reason: str, keep_attempt: int | None = None) -> None:

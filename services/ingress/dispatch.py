@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,12 +33,14 @@ from services.ingress.auth import OPEN, Principal
 from services.ingress.context import IngressContext
 from services.ingress.http_errors import JSON, error_response, gateway_error_response
 from services.ingress.replies import Reply, ReplyStream
+from services.runtime import tracing
 from services.runtime.errors import (
     GatewayError,
     ModelNotFound,
     ServiceUnavailable,
     UpstreamProtocolError,
 )
+from services.runtime.logs import bind_request
 from services.runtime.tokens import estimate_prompt_tokens
 
 log = logging.getLogger("igw.ingress")
@@ -47,7 +50,11 @@ PUBLISH_TIMEOUTS_S = (1.0, 2.0, 4.0)
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    """A new request id, bound to this handler's log lines and its HTTP span."""
+    request_id = f"req_{uuid.uuid4().hex}"
+    bind_request(request_id)
+    tracing.tag(tracing.REQUEST_ID, request_id)
+    return request_id
 
 
 def authorize(ctx: IngressContext, request: Request) -> Principal:
@@ -129,9 +136,13 @@ async def exchange(
     request_id = message.request_id
     on_close: Callable[[ReplyMeta | None], None] | None = None
     if ctx.admission is not None:
-        ticket = await ctx.admission.admit(
-            principal, message.model, message.body, request_id, message.deadline
-        )
+        try:
+            ticket = await ctx.admission.admit(
+                principal, message.model, message.body, request_id, message.deadline
+            )
+        except GatewayError as refused:
+            ctx.metrics.refused(message.model, refused.status, refused.code)
+            raise
         if ticket is not None:
             if ticket.budget_lease is not None and ticket.lease is not None:
                 message.budget_lease = ticket.budget_lease  # the settler gives it back there
@@ -139,7 +150,13 @@ async def exchange(
             on_close = functools.partial(ctx.admission.finish, ticket)
             if headers is not None:
                 headers.update(ticket.headers)
-    replies = ctx.mux.open(request_id, message.deadline, on_close)
+    replies = ctx.mux.open(
+        request_id, message.deadline, on_close, model=message.model, operation=message.operation
+    )
+    if ctx.settings.logging.log_prompts:
+        log.info(
+            "request %s for %s: %s", request_id, message.model, orjson.dumps(message.body).decode()
+        )
     handed_over = False
     try:
         await _publish(ctx, message)
@@ -149,6 +166,7 @@ async def exchange(
             ctx.cancel(request_id, "hedge_lost", keep_attempt=first.meta.attempt)
         return first, replies
     except GatewayError as exc:
+        replies.failure = exc.status
         ctx.cancel(request_id, "deadline" if exc.status == 504 else "error")
         raise
     except asyncio.CancelledError:
@@ -190,7 +208,10 @@ async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
     for timeout in PUBLISH_TIMEOUTS_S:
         try:
             await ctx.js.publish(
-                subject, payload, timeout=timeout, headers={s.HEADER_MSG_ID: message.request_id}
+                subject,
+                payload,
+                timeout=timeout,
+                headers=tracing.inject({s.HEADER_MSG_ID: message.request_id}),
             )
             return
         except Exception as exc:  # no stream, no server, timeout: try again, then give up

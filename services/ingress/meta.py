@@ -1,10 +1,11 @@
-"""``/v1/models``, ``/health`` and ``/ready``."""
+"""``/v1/models``, ``/health``, ``/ready`` (503 while the replica drains) and ``/metrics``."""
 
 from __future__ import annotations
 
 import time
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -48,6 +49,9 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     ctx: IngressContext = request.app.state.ctx
+    if ctx.draining:
+        body = {"status": "draining", "checks": {"accepting": False}}
+        return Response(orjson.dumps(body), status_code=503, media_type=JSON)
     checks: dict[str, bool] = {"nats_connected": ctx.nc.is_connected}
     if checks["nats_connected"]:
         try:
@@ -60,3 +64,10 @@ async def ready(request: Request) -> Response:
     ok = all(checks.values())
     body = {"status": "ready" if ok else "not_ready", "checks": checks}
     return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this ingress (``services.runtime.metrics``)."""
+    ctx: IngressContext = request.app.state.ctx
+    body = generate_latest(ctx.metrics.registry)
+    return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})

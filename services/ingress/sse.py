@@ -23,6 +23,8 @@ from services.ingress.replies import Reply, ReplyStream
 from services.runtime.errors import GatewayError, UpstreamProtocolError, error_body
 
 DONE = b"data: [DONE]\n\n"
+SSE_GRACE_MARGIN_S = 1.0
+"""sse-starlette's own cut comes this long after the ingress ended late streams with an error."""
 
 
 class Renderer(Protocol):
@@ -68,7 +70,12 @@ def stream_response(
         events = _relay(ctx, replies, first, render)
     else:
         events = tap.watch(_relay(ctx, replies, first, tap.wrap(render)))
-    return EventSourceResponse(events, headers=headers, ping=15, send_timeout=30)
+    # sse-starlette ends every stream as soon as uvicorn is told to exit; give them
+    # the shutdown grace instead (the ingress ends late ones itself, see shutdown)
+    grace = ctx.settings.server.shutdown_grace_s + SSE_GRACE_MARGIN_S
+    return EventSourceResponse(
+        events, headers=headers, ping=15, send_timeout=30, shutdown_grace_period=grace
+    )
 
 
 def _event(payload: bytes) -> bytes:
@@ -100,6 +107,7 @@ async def _relay(
             while pending is not None:
                 reply = pending
                 if not check.follows(reply):
+                    replies.failure = LOST.status
                     ctx.cancel(replies.request_id, "stream_broken")
                     finished = True
                     out.append(render.error(LOST.to_info()))

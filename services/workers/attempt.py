@@ -77,6 +77,8 @@ class Progress:
     sent_output: bool = False
     usage_estimated: bool = False
     hedged: bool = False
+    response_model: str | None = None
+    response_id: str | None = None
 
     def mark_output(self) -> None:
         if self.first_output_mono is None:
@@ -177,6 +179,8 @@ async def _complete(
     progress.mark_output()
     progress.usage = result.usage
     progress.finish_reason = result.finish_reason
+    progress.response_model = result.response.get("model")
+    progress.response_id = result.response.get("id")
     progress.sent_output = True
     payload = result.raw if result.raw is not None else orjson.dumps(result.response)
     meta = _meta("terminal", progress.seq, base, result.finish_reason, usage=result.usage)
@@ -217,6 +221,9 @@ async def _stream(
     try:
         async for event in events:
             last = event.chunk
+            if progress.response_model is None:
+                progress.response_model = last.get("model")
+                progress.response_id = last.get("id")
             if event.has_output:
                 progress.mark_output()
             if event.usage is not None:

@@ -9,7 +9,11 @@ Delivery rules:
   calling the upstream again;
 - long attempts send progress acks so they are not redelivered while alive;
 - a cancel on ``igw.cancel.<request_id>`` stops the upstream call, and the
-  tokens generated so far are accounted as a cancelled attempt.
+  tokens generated so far are accounted as a cancelled attempt;
+- on SIGTERM the worker leaves its deliver group and lets attempts in flight
+  finish for ``workers.shutdown_grace_s``; then an attempt that has not answered
+  yet is naked (another worker runs it), and one whose answer had started ends
+  with an error event and is accounted as cancelled (no retry after the first byte).
 """
 
 from __future__ import annotations
@@ -26,20 +30,29 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from schemas import subjects as s
 from schemas.bus import Cancel, ErrorInfo, ReplyMeta, UsageEvent, WorkItem
+from services.runtime import tracing
 from services.runtime.bus import connect, wait_for_streams
 from services.runtime.consumers import PushConsumer, consume
+from services.runtime.draining import MessageHandlers
 from services.runtime.errors import ServiceUnavailable
+from services.runtime.logs import bind_request
+from services.runtime.metrics import WorkerMetrics
 from services.runtime.settings import Settings
-from services.workers import registry
+from services.workers import genai, registry
 from services.workers.attempt import Progress, run_attempt, usage_event
 from services.workers.http import UpstreamHTTP
 from services.workers.protocol import ProviderAdapter
 
 log = logging.getLogger("igw.worker")
+STOPPED_MID_ANSWER = ServiceUnavailable(
+    "the worker serving this request shut down before the answer was complete; retry it",
+    code="shutting_down",
+)
 BATCH_REPLY_TRIES = 60
 
 RECENT_CANCELS = 4096
@@ -66,7 +79,9 @@ class Worker:
         self._inflight: dict[str, InFlight] = {}
         self._recent_cancels: dict[str, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = MessageHandlers()
         self._sub: JetStreamContext.PushSubscription | None = None
+        self.metrics = WorkerMetrics()
 
     async def start(self) -> None:
         self._nc = nc = await connect(self.settings, f"worker-{self.provider}")
@@ -91,21 +106,16 @@ class Worker:
             "worker for provider %s is consuming %s", self.provider, s.work_filter(self.provider)
         )
 
-    async def stop(self, grace_s: float = 10.0) -> None:
+    async def stop(self, grace_s: float | None = None) -> None:
         """Leave the deliver group, let in-flight attempts finish, then disconnect.
 
-        Attempts still running after the grace period are cancelled without an
-        ack, so JetStream hands them to another worker.
+        Attempts still running after the grace period (``workers.shutdown_grace_s``)
+        are cancelled: those that have not answered are naked, so JetStream hands
+        them to another worker at once (see ``services.runtime.draining``).
         """
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-        pending = [f.task for f in self._inflight.values()]
-        if pending:
-            log.info("waiting up to %.0fs for %d in-flight attempts", grace_s, len(pending))
-            _, still = await asyncio.wait(pending, timeout=grace_s)
-            for task in still:
-                task.cancel()
+        if grace_s is None:
+            grace_s = self.settings.workers.shutdown_grace_s
+        await self._handlers.drain(self._sub, grace_s, "attempts")
         for task in list(self._tasks):
             task.cancel()
         await self._http.close()
@@ -116,7 +126,7 @@ class Worker:
     # ------------------------------------------------------------------ consume
 
     async def _on_work(self, msg: Msg) -> None:
-        self._spawn(self._handle(msg))
+        await self._handlers.dispatch(msg, self._handle(msg))
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -125,6 +135,11 @@ class Worker:
             log.error("dropping a malformed work message: %s", exc.errors()[:3])
             await msg.term()
             return
+        with genai.call_span(item, msg.headers) as span:
+            bind_request(item.request.request_id)
+            await self._attempt(msg, item, span)
+
+    async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
         req = item.request
         delivery = msg.metadata.num_delivered or 1
         if delivery > 1 and await self._already_finished(req.request_id, item.route.attempt):
@@ -177,13 +192,39 @@ class Worker:
                 hedge=lambda: self._hand_back(item, None, hedge=True),
             )
         except asyncio.CancelledError:
-            if not flight.cancelled_by_client:
-                raise  # shutting down: leave the message unacked for redelivery
-            task.uncancel()
-            usage = usage_event(item, deployment, progress, "cancelled", None)
+            if flight.cancelled_by_client:
+                task.uncancel()
+                usage = usage_event(item, deployment, progress, "cancelled", None)
+            elif self._handlers.stopping and progress.sent_output:
+                task.uncancel()  # shutting down mid-answer: end it, account what was used
+                info = STOPPED_MID_ANSWER.to_info()
+                meta = ReplyMeta(
+                    kind="terminal",
+                    request_id=req.request_id,
+                    attempt=item.route.attempt,
+                    delivery=delivery,
+                    seq=progress.seq,
+                    provider=self.provider,
+                    deployment=item.route.deployment,
+                    error=info,
+                )
+                await self._send(req.reply_subject, meta, b"")
+                usage = usage_event(item, deployment, progress, "cancelled", info)
+            else:
+                raise  # shutting down before an answer: the message is naked for another worker
         finally:
             self._inflight.pop(key, None)
-        await self._finish(msg, usage)
+        genai.record(span, usage, progress)
+        log.debug(
+            "attempt %s %s on %s: %d prompt + %d completion tokens",
+            key,
+            usage.status,
+            usage.deployment,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )
+        if await self._finish(msg, usage):
+            self.metrics.attempt(usage, req.operation)
 
     async def _retry(self, item: WorkItem, error: ErrorInfo) -> bool:
         """Republish a request whose attempt failed before its first byte, for the router
@@ -219,7 +260,9 @@ class Worker:
             await self._js.publish(
                 s.request_subject(req.priority),
                 again.model_dump_json().encode(),
-                headers={s.HEADER_MSG_ID: s.retry_msg_id(req.request_id, attempt + 1)},
+                headers=tracing.inject(
+                    {s.HEADER_MSG_ID: s.retry_msg_id(req.request_id, attempt + 1)}
+                ),
                 timeout=5.0,
             )
         except Exception as exc:  # the bus is unavailable: the client gets this error now
@@ -227,8 +270,9 @@ class Worker:
             return False
         return True
 
-    async def _finish(self, msg: Msg, usage: UsageEvent) -> None:
-        """Store the usage event, mark the attempt finished, then ack.
+    async def _finish(self, msg: Msg, usage: UsageEvent) -> bool:
+        """Store the usage event, mark the attempt finished, then ack (True); False when
+        the usage event could not be stored and the attempt was given back.
 
         The usage publish is queued in the same tick as the terminal reply, so
         both leave in one write; the KV mark and the ack leave together too.
@@ -237,7 +281,9 @@ class Worker:
         assert self._nc is not None
         key = s.attempt_key(usage.request_id, usage.attempt)
         payload = usage.model_dump_json().encode()
-        headers = {s.HEADER_MSG_ID: s.attempt_msg_id(usage.request_id, usage.attempt)}
+        headers = tracing.inject(
+            {s.HEADER_MSG_ID: s.attempt_msg_id(usage.request_id, usage.attempt)}
+        )
         subject = s.usage_subject(usage.provider)
         for attempt in range(5):
             try:
@@ -249,9 +295,10 @@ class Worker:
                 await asyncio.sleep(0.2 * (attempt + 1))
         else:
             await msg.nak(delay=5.0)
-            return
+            return False
         await self._nc.publish(f"$KV.{s.KV_ATTEMPTS}.{key}", b"done")
         await msg.ack()
+        return True
 
     async def _already_finished(self, request_id: str, attempt: int) -> bool:
         assert self._kv is not None

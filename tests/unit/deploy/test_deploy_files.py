@@ -252,6 +252,81 @@ def test_prometheus_scrapes_every_service(compose: dict[str, Any]) -> None:
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
 
 
+def test_prometheus_scrapes_the_ports_the_services_serve_metrics_on(
+    compose: dict[str, Any],
+) -> None:
+    """The ingress on server.port, every other IGW service on metrics.port."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    settings = compose_settings()
+    assert settings.metrics.port and settings.metrics.host == "0.0.0.0"
+    services = igw_services(compose)
+    scraped = 0
+    for job in config["scrape_configs"]:
+        for group in job["static_configs"]:
+            for target in group["targets"]:
+                host, port = target.split(":")
+                if host not in services:
+                    continue
+                assert job["metrics_path"] == "/metrics"
+                ingress = services[host]["command"] == ["ingress"]
+                assert int(port) == (settings.server.port if ingress else settings.metrics.port)
+                scraped += 1
+    assert scraped == len(services)
+
+
+def defined_series() -> set[str]:
+    """Every sample name the services' registries can expose."""
+    from services.runtime import metrics
+
+    registries = [
+        metrics.IngressMetrics().registry,
+        metrics.RouterMetrics(list).registry,
+        metrics.WorkerMetrics().registry,
+        metrics.AccountingMetrics().registry,
+        metrics.BatchMetrics().registry,
+    ]
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count"),
+    }
+    return {
+        family.name + suffix
+        for registry in registries
+        for family in registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+PROMQL_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan"})
+PROMETHEUS_SERIES = frozenset({"up"})
+"""Series Prometheus itself makes for every target."""
+
+
+def promql_series(expr: str) -> set[str]:
+    """The series an expression selects: its bare identifiers that are not a function,
+    an aggregation, a keyword or a label (matchers, grouping lists and ranges are cut)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"(?<![\w:])\d+(\.\d+)?([eE][+-]?\d+)?", " ", text)
+    found = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        if text[match.end() :].lstrip().startswith("(") or match.group() in PROMQL_KEYWORDS:
+            continue
+        found.add(match.group())
+    return found
+
+
+def test_promql_series_finds_only_series() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (provider, le) (rate(a_bucket{x="y"}[5m]))) > 1e-9 '
+        "and on (job) max_over_time((max by (c) (b_total))[10m:1m]) or up == 0"
+    )
+    assert promql_series(expr) == {"a_bucket", "b_total", "up"}
+
+
 def test_alert_rules_are_complete() -> None:
     rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     assert rules
@@ -261,12 +336,47 @@ def test_alert_rules_are_complete() -> None:
         assert {"summary", "description"} <= set(rule["annotations"])
     exprs = " ".join(r["expr"] for r in rules)
     for metric in (
-        "llm_gateway_breaker_open",
+        "llm_gateway_breaker_state",
         'llm_gateway_requests_total{status="error"}',
-        "num_ack_pending",
+        "llm_gateway_consumer_ack_pending",
         "llm_gateway_queue_age_seconds",
     ):
         assert metric in exprs
+
+
+def test_alert_rules_only_use_series_the_code_defines() -> None:
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    known = defined_series() | PROMETHEUS_SERIES
+    for rule in rules:
+        used = promql_series(rule["expr"])
+        assert used, rule["alert"]
+        assert used <= known, f"{rule['alert']} uses undefined series {used - known}"
+
+
+def test_k8s_pods_are_scraped_where_they_serve_metrics() -> None:
+    settings = k8s_settings()
+    for name, dep in deployments().items():
+        template = dep["spec"]["template"]
+        [container] = template["spec"]["containers"]
+        annotations = template["metadata"]["annotations"]
+        ingress = container["args"] == ["ingress"]
+        port = settings.server.port if ingress else settings.metrics.port
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        assert int(annotations["prometheus.io/port"]) == port, name
+        assert port in {p["containerPort"] for p in container["ports"]}, name
+    assert settings.metrics.host == "0.0.0.0"
+
+
+def test_systemd_metrics_ports_differ() -> None:
+    """Every unit on one host: each service's metrics.port is its own (0: not served)."""
+    ports = []
+    for unit in SYSTEMD.iterdir():
+        for value in unit_values(unit).get("Environment", []):
+            if value.startswith("IGW_METRICS__PORT="):
+                ports.append(int(value.partition("=")[2]))
+    served = [p for p in ports if p]
+    assert len(served) == 3 and len(set(served)) == 3
 
 
 # --- Kubernetes -------------------------------------------------------------
