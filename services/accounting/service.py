@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any, Final
 
+import nats.errors
 from faststream import Context, StreamMessage
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsMessage
@@ -41,7 +44,7 @@ from services.accounting.settler import Settler
 from services.accounting.standby import StoreLock, lock_path
 from services.accounting.store import ClickHouseStore, UsageStore
 from services.accounting.writer import UsageWriter
-from services.runtime.bus import connect, wait_for_streams
+from services.runtime.bus import connect, until_ready, wait_for_streams
 from services.runtime.metrics import AccountingMetrics
 from services.runtime.metrics_http import serving
 from services.runtime.settings import Settings
@@ -51,6 +54,7 @@ log = logging.getLogger("igw.accounting")
 STREAMS_TIMEOUT_S: Final = 30.0
 GRACEFUL_TIMEOUT_S: Final = 10.0
 MIN_FETCH_TIMEOUT_S: Final = 0.05
+RESTART_DELAY_S: Final = 0.5
 
 
 async def serve(
@@ -85,9 +89,16 @@ async def serve(
         js = nc.jetstream()
         await wait_for_streams(js, [STREAM_USAGE, KV_SPEND_STREAM], STREAMS_TIMEOUT_S)
         config = consumer_config(settings, ack_wait_s)
-        await ensure_consumer(js, config)
-        subscription = await js.pull_subscribe(
-            USAGE_WILDCARD, durable=CONSUMER_ACCOUNTING, stream=STREAM_USAGE, config=config
+        await until_ready(partial(ensure_consumer, js, config), "the accounting consumer")
+        subscription = await until_ready(
+            partial(
+                js.pull_subscribe,
+                USAGE_WILDCARD,
+                durable=CONSUMER_ACCOUNTING,
+                stream=STREAM_USAGE,
+                config=config,
+            ),
+            "the accounting consumer",
         )
         metrics = AccountingMetrics()
         writer = UsageWriter(
@@ -105,7 +116,9 @@ async def serve(
         pulling = asyncio.create_task(puller.run(), name="accounting-puller")
         stack.callback(pulling.cancel)
         settler = Settler(js, await js.key_value(KV_SPEND))
-        settling = asyncio.create_task(settler.run(), name="accounting-spend-settler")
+        settling = asyncio.create_task(
+            _restarting(settler.run, "the spend settler", stop), name="accounting-spend-settler"
+        )
         stack.callback(settling.cancel)
 
         broker = build_broker(settings, store)
@@ -124,6 +137,20 @@ async def serve(
         except Exception as exc:
             log.warning("could not flush the last acks (they will be redelivered): %s", exc)
         log.info("accounting stopping; flushed %d held events", stored)
+
+
+async def _restarting(run: Callable[[], Awaitable[None]], what: str, stop: asyncio.Event) -> None:
+    """Run ``run`` again after a NATS failure (a request timing out while a cluster elects
+    its leaders); any other failure, or one once ``stop`` is set, ends it."""
+    while True:
+        try:
+            await run()
+            return
+        except nats.errors.Error as exc:
+            if stop.is_set():
+                raise
+            log.warning("%s failed (%r); starting it again", what, exc)
+            await asyncio.sleep(RESTART_DELAY_S)
 
 
 async def _until_stopped(stop: asyncio.Event, *workers: asyncio.Task[None]) -> None:

@@ -47,6 +47,10 @@ log = logging.getLogger("igw.ingress")
 
 WATCH_AFTER_S = 0.05
 PUBLISH_TIMEOUTS_S = (1.0, 2.0, 4.0)
+"""Each try's ack timeout; their sum is how long the bus may stay unavailable."""
+PUBLISH_BACKOFF_S = (0.05, 0.5)
+"""After a try that failed at once (no stream leader during an election), wait from
+the first to at most the second, doubling, before the next one."""
 
 
 def new_request_id() -> str:
@@ -200,12 +204,18 @@ async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
 
     A publish whose ack was lost is retried with the same ``Nats-Msg-Id``: if
     the first one was stored, the retry is recognised as a duplicate and the
-    request still runs once.
+    request still runs once. Tries go on (with a short backoff) for the sum of
+    ``PUBLISH_TIMEOUTS_S`` or until the deadline, so a stream leader election
+    in a cluster delays requests instead of refusing them.
     """
     payload = message.model_dump_json().encode()
     subject = s.request_subject(message.priority)
     last: Exception | None = None
-    for timeout in PUBLISH_TIMEOUTS_S:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + min(sum(PUBLISH_TIMEOUTS_S), message.deadline - time.time())
+    backoff, timeouts = PUBLISH_BACKOFF_S[0], iter(PUBLISH_TIMEOUTS_S)
+    while (left := give_up - loop.time()) > 0:
+        timeout = min(next(timeouts, PUBLISH_TIMEOUTS_S[-1]), left)
         try:
             await ctx.js.publish(
                 subject,
@@ -214,8 +224,11 @@ async def _publish(ctx: IngressContext, message: InferenceRequest) -> None:
                 headers=tracing.inject({s.HEADER_MSG_ID: message.request_id}),
             )
             return
-        except Exception as exc:  # no stream, no server, timeout: try again, then give up
+        except Exception as exc:  # no stream leader, no server, timeout: try again
             last = exc
+        # a stream electing its leader answers "no responders" at once: wait a little
+        await asyncio.sleep(min(backoff, max(give_up - loop.time(), 0)))
+        backoff = min(backoff * 2, PUBLISH_BACKOFF_S[1])
     log.warning("could not publish %s: %s", message.request_id, last)
     raise ServiceUnavailable("the gateway's message bus is unavailable; retry shortly")
 

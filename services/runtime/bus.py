@@ -9,18 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServerError, ServiceUnavailableError
 
 from services.runtime.errors import StartupError
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.bus")
+T = TypeVar("T")
+
+NOT_READY = (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError)
+"""What JetStream answers (or fails to) while it cannot serve its API yet: a cluster
+electing a leader, a slow placement of a replicated stream."""
+READY_WAIT_S = 60.0
 
 
 class BusUnavailable(StartupError):
@@ -69,6 +77,22 @@ async def connect(settings: Settings, name: str) -> Client:
     return nc
 
 
+async def until_ready(
+    call: Callable[[], Awaitable[T]], what: str, wait_s: float = READY_WAIT_S
+) -> T:
+    """Run an idempotent JetStream API call (a declaration, a consumer create) again
+    while JetStream is not ready, for up to ``wait_s``; then its error is raised."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await call()
+        except NOT_READY as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("JetStream is not ready for %s (%r); retrying", what, exc)
+            await asyncio.sleep(0.5)
+
+
 async def wait_for_streams(
     js: JetStreamContext, names: list[str], wait_s: float, owner: str = "the router"
 ) -> None:
@@ -81,7 +105,7 @@ async def wait_for_streams(
             try:
                 await js.stream_info(name)
                 break
-            except (NotFoundError, NatsTimeoutError, NoRespondersError, ServiceUnavailableError):
+            except (NotFoundError, *NOT_READY):
                 if time.monotonic() > deadline:
                     raise BusUnavailable(
                         f"stream {name} does not exist; it is declared by {owner} "

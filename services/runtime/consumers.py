@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
+
+from services.runtime.bus import until_ready
 
 log = logging.getLogger("igw.bus")
 
@@ -52,11 +55,7 @@ class PushConsumer:
         )
 
 
-async def consume(
-    js: JetStreamContext, spec: PushConsumer, cb: Callable[[Msg], Awaitable[None]]
-) -> JetStreamContext.PushSubscription:
-    """Bind ``cb`` to the consumer; it must return quickly (hand work to a task)."""
-    config = spec.config()
+async def _ensure(js: JetStreamContext, spec: PushConsumer, config: ConsumerConfig) -> None:
     try:
         await js.add_consumer(spec.stream, config=config)
     except BadRequestError as exc:
@@ -65,6 +64,14 @@ async def consume(
         log.warning("recreating consumer %s on %s: %s", spec.name, spec.stream, exc.description)
         await js.delete_consumer(spec.stream, spec.name)
         await js.add_consumer(spec.stream, config=config)
+
+
+async def consume(
+    js: JetStreamContext, spec: PushConsumer, cb: Callable[[Msg], Awaitable[None]]
+) -> JetStreamContext.PushSubscription:
+    """Bind ``cb`` to the consumer; it must return quickly (hand work to a task)."""
+    config = spec.config()
+    await until_ready(partial(_ensure, js, spec, config), f"consumer {spec.name}")
     return await js.subscribe_bind(
         spec.stream,
         config,

@@ -65,11 +65,11 @@ class MessageHandlers:
                 await subscription.drain()
         if not self._running:
             return
-        log.info("waiting up to %.0fs for %d %s in hand", grace_s, len(self._running), what)
+        log.info("waiting up to %gs for %d %s in hand", grace_s, len(self._running), what)
         _, late = await asyncio.wait(list(self._running), timeout=grace_s)
         if not late:
             return
-        log.warning("%d %s did not finish in %.0fs; handing them back", len(late), what, grace_s)
+        log.warning("%d %s did not finish in %gs; handing them back", len(late), what, grace_s)
         given_back = [self._running[task] for task in late]
         for task in late:
             task.cancel()

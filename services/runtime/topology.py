@@ -4,19 +4,14 @@ The router applies this at start-up (and ``igw init`` does the same on demand);
 other services only wait for the streams they need. Re-applying updates a
 stream whose settings changed instead of silently keeping the old ones. Each
 declaration is retried while JetStream cannot answer yet (a cluster electing
-its leaders, a slow R3 placement), for up to ``DECLARE_DEADLINE_S``.
+its leaders, a slow R3 placement), for up to a minute (``bus.until_ready``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -26,9 +21,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from schemas import subjects as s
+from services.runtime.bus import until_ready
 from services.runtime.settings import Settings
 
 log = logging.getLogger("igw.topology")
@@ -36,9 +32,6 @@ log = logging.getLogger("igw.topology")
 DAY_S = 86_400.0
 LIMIT_WINDOW_TTL_S = 180.0
 """A minute's counters are kept a little past their minute, then dropped."""
-DECLARE_DEADLINE_S = 60.0
-NOT_READY = (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError)
-"""What JetStream answers (or fails to) while it cannot serve its API yet."""
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -115,26 +108,12 @@ def object_store_configs(settings: Settings) -> list[ObjectStoreConfig]:
 
 
 async def declare(js: JetStreamContext, settings: Settings) -> None:
-    deadline = time.monotonic() + DECLARE_DEADLINE_S
     for config in stream_configs(settings):
-        await _retrying(partial(_ensure_stream, js, config), str(config.name), deadline)
+        await until_ready(partial(_ensure_stream, js, config), f"stream {config.name}")
     for kv in kv_configs(settings):
-        await _retrying(partial(_ensure_kv, js, kv), kv.bucket, deadline)
+        await until_ready(partial(_ensure_kv, js, kv), f"KV bucket {kv.bucket}")
     for obj in object_store_configs(settings):
-        await _retrying(partial(_ensure_object_store, js, obj), str(obj.bucket), deadline)
-
-
-async def _retrying(declare_one: Callable[[], Awaitable[None]], name: str, deadline: float) -> None:
-    """Run an idempotent declaration again while JetStream is not ready, until ``deadline``."""
-    while True:
-        try:
-            await declare_one()
-            return
-        except NOT_READY as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("JetStream is not ready to declare %s (%r); retrying", name, exc)
-            await asyncio.sleep(0.5)
+        await until_ready(partial(_ensure_object_store, js, obj), f"object store {obj.bucket}")
 
 
 async def _ensure_kv(js: JetStreamContext, kv: KeyValueConfig) -> None:

@@ -168,7 +168,14 @@ class Worker:
             await msg.ack()
             return
         if req.request_id in self._recent_cancels:
-            await msg.ack()
+            if delivery == 1:
+                await msg.ack()  # cancelled before any worker ran it
+                return
+            # an earlier delivery ran and its worker died before the usage event: record
+            # the attempt (a duplicate of that event if it was stored after all)
+            usage = usage_event(item, deployment, Progress(), "cancelled", None)
+            if await self._finish(msg, usage):
+                self.metrics.attempt(usage, req.operation)
             return
         key = f"{req.request_id}:{item.route.attempt}"
         progress = Progress()

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -101,9 +101,11 @@ class Load:
         """One request; False when it was not accepted (the caller moves on to the next
         replica)."""
         create = client.chat.completions.with_streaming_response.create
-        extra = {"stream_options": {"include_usage": True}} if self.stream else {}
+        usage: Any = {"include_usage": True} if self.stream else openai.omit
         try:
-            with create(model=self.model, messages=PROMPT, stream=self.stream, **extra) as reply:
+            with create(
+                model=self.model, messages=PROMPT, stream=self.stream, stream_options=usage
+            ) as reply:
                 outcome.status = reply.status_code
                 outcome.request_id = reply.headers.get("x-request-id")
                 with self._lock:
@@ -128,7 +130,7 @@ class Load:
             if not outcome.status:
                 with self._lock:
                     self.outcomes.append(outcome)
-        except (openai.APIConnectionError, httpx.HTTPError) as exc:
+        except (openai.APIConnectionError, httpx2.HTTPError) as exc:
             if not outcome.status:  # nothing came back: never accepted
                 self.refused[f"{replica}:{type(exc.__cause__ or exc).__name__}"] += 1
                 return False

@@ -19,6 +19,8 @@ printed (run with ``-s``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import signal
 import threading
 import time
@@ -48,12 +50,14 @@ SERVICES = (
     "worker-openai",
     "worker-openai-2",
     "accounting",
-    "accounting-2",
     "ingress",
     "ingress-2",
 )
 HUNG_S = 25.0
-"""No request may take this long (the request deadline is 20 s)."""
+"""The clients' timeout (the request deadline is 20 s)."""
+SLOWEST_S = 15.0
+"""The slowest a request may be: a killed router's requests come back after its 10 s
+ack wait. A reply lost with the NATS node would show as a 20 s deadline."""
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack.overrides = {"auth": {"master_key": MASTER}, "clickhouse": {"standby": True}}
     try:
         stack.start_all()
+        # the standby serves nothing (no /health either) until it takes over, so it
+        # is started once the rest is ready
+        stack.start("accounting-2")
+        wait_until(lambda: "standing by" in stack.log("accounting-2"), 30, "the standby")
         yield stack
     finally:
         stack.stop_all()
@@ -125,6 +133,30 @@ async def stream_leader(url: str) -> str:
         await nc.close()
 
 
+async def usage_consumer(url: str, missing: set[str]) -> str:
+    """The accounting consumer's state and the usage events of ``missing`` requests that
+    are in IGW_USAGE, for a failure message."""
+    nc = await nats.connect(url.split(","))
+    try:
+        js = nc.jetstream()
+        info = await js.consumer_info("IGW_USAGE", "accounting")
+        found: list[str] = []
+        scanned = 0
+        sub = await js.subscribe("igw.usage.>", stream="IGW_USAGE", ordered_consumer=True)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                msg = await sub.next_msg(timeout=3)
+                scanned += 1
+                if any(i.encode() in msg.data for i in missing):
+                    found.append(f"seq {msg.metadata.sequence.stream}: {msg.data[:300]!r}")
+        return (
+            f"consumer pending {info.num_pending}, ack pending {info.num_ack_pending}, "
+            f"redelivered {info.num_redelivered}; of {scanned} events in the stream: {found}"
+        )
+    finally:
+        await nc.close()
+
+
 def active_accounting(stack: Stack) -> str:
     pid = int(lock_path(f"chdb://{stack.root / 'data' / 'clickhouse'}").read_text())
     (name,) = [n for n in ("accounting", "accounting-2") if stack.procs[n].pid == pid]
@@ -135,7 +167,7 @@ def longest_pause(outcomes: list[Outcome], start: float, end: float) -> float:
     """The longest time in [start, end] in which no request was answered completely."""
     ends = sorted(o.ended for o in outcomes if o.complete and start <= o.ended <= end)
     marks = [start, *ends, end]
-    return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(marks))
 
 
 def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
@@ -173,7 +205,7 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
 
     outcomes = plain.accepted() + streams.accepted()
     pause = longest_pause(outcomes, killed_at - 1, recovered_at)
-    errors = Counter(o.error.split(":")[0] for o in outcomes if o.error)
+    errors = Counter(o.error[:120] for o in outcomes if o.error)
     print(
         f"\nscale-out: {rate:.0f} requests/s before the kills; longest pause without an "
         f"answer {pause:.2f}s; {len(outcomes)} accepted, errors {dict(errors)}, refused "
@@ -181,14 +213,20 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
         f"others {dict(probe.other)}"
     )
 
-    hung = [o for o in outcomes if o.ended - o.started >= HUNG_S - 1 or o.error == "timed out"]
-    assert not hung, f"requests hung: {hung[:3]}"
-    cut = [o for o in outcomes if o.status == 200 and not o.complete]
-    # a 200 is a complete answer, except a stream whose ingress was killed mid-way
-    by_the_kill = [o for o in cut if o.replica == 1 and o.started < killed_at]
-    assert cut == by_the_kill, f"answers lost: {[o for o in cut if o not in by_the_kill][:3]}"
+    slow = [o for o in outcomes if o.ended - o.started > SLOWEST_S or o.error == "timed out"]
+    assert not slow, f"requests hung: {slow[:3]}"
+    # not streaming, a 200 is the whole answer; every other answer is an OpenAI error
+    assert all(o.complete for o in plain.accepted() if o.status == 200)
     refusals = [o for o in outcomes if o.status != 200]
     assert all(o.status in (429, 502, 503, 504) for o in refusals), refusals[:3]
+    # a stream ends complete, or, if it was open when its ingress or worker was killed,
+    # with an error event (its ingress's: with a cut connection)
+    cut = [o for o in streams.accepted() if o.status == 200 and not o.complete]
+    open_at_kill = [o for o in cut if o.started < killed_at < o.ended]
+    assert cut == open_at_kill, f"streams lost: {[o for o in cut if o not in open_at_kill][:3]}"
+    for o in cut:
+        assert o.error is not None
+        assert o.error.startswith("error event") or o.replica == 1, o
 
     answered = {o.request_id for o in outcomes if o.status == 200 and o.request_id}
 
@@ -202,7 +240,12 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
             return {}
         return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in result}
 
-    wait_until(lambda: answered <= rows().keys(), 90, "a usage row for every answered request")
+    try:
+        wait_until(lambda: answered <= rows().keys(), 60, "a usage row for every answered request")
+    except AssertionError:
+        missing = answered - rows().keys()
+        state = asyncio.run(usage_consumer(cluster.nats_url, missing))
+        raise AssertionError(f"no usage row for {missing}; {state}") from None
     stored = rows()
     doubled = {i: v for i, v in stored.items() if v[0] != v[1] or v[2] != 1}
     assert not doubled, f"attempts stored twice or without one final row: {doubled}"
