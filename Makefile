@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
 	done)
 
-.PHONY: install browser local-extra run run-local test test-quick test-local lint typecheck unit integration bench clean
+.PHONY: install browser promtool local-extra run run-local test test-quick test-local lint typecheck unit integration bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "IGW needs Python 3.11 or newer (python3.11+ on PATH, or make PYTHON=/path/to/python)"; exit 1; }
@@ -45,6 +45,19 @@ browser:
 	  echo "install them with: sudo apt-get install -y --no-install-recommends chromium chromium-driver"; \
 	fi
 
+# the deploy tests validate deploy/prometheus with promtool, from Debian's prometheus package
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing promtool (Debian's prometheus package; the deploy tests validate the alert rules)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus; \
+	else \
+	  echo "promtool is missing: the deploy tests that validate deploy/prometheus will fail."; \
+	  echo "install it with: sudo apt-get install -y --no-install-recommends prometheus"; \
+	fi
+
 run: install
 	$(BIN)/igw up
 
@@ -58,18 +71,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install promtool
 	$(BIN)/pytest tests/unit
 
 integration: install browser
 	$(BIN)/pytest tests/integration -m "not local_model"
 
 # everything CI runs, the real local model included (builds the 'local' extra once)
-test: lint typecheck local-extra browser
+test: lint typecheck local-extra browser promtool
 	$(BIN)/pytest
 
 # the same without the local-model test, for a machine without a C++ compiler
-test-quick: lint typecheck browser
+test-quick: lint typecheck browser promtool
 	$(BIN)/pytest -m "not local_model"
 
 test-local: local-extra

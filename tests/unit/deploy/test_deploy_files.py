@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -543,3 +545,24 @@ def test_no_unexpected_systemd_units() -> None:
         "igw-accounting.service",
         "igw-batcher.service",
     }
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    assert tool, "promtool is missing: `make promtool` installs it (Debian's prometheus package)"
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    checked = promtool("check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
+    # the config names the rules where compose mounts them; point it at the repo's copy
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config))
+    checked = promtool("check", "config", str(local))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
