@@ -43,6 +43,8 @@ pytestmark = pytest.mark.integration
 MASTER = "sk-master-scale-0123456789"
 MODEL = "sim-scale"
 RPM = 20
+BUDGET = 0.0002
+"""USD: about 50 requests of the probes' size, so it runs out around the kills."""
 SERVICES = (
     "simulator",
     "router",
@@ -177,9 +179,11 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
     plain = Load(urls, MODEL, stream=False, api_key=MASTER, timeout_s=HUNG_S)
     streams = Load(urls, MODEL, stream=True, api_key=MASTER, timeout_s=HUNG_S)
     probe = RpmProbe(urls, cluster.new_key(MASTER, rpm_limit=RPM))
+    budgeted = RpmProbe(urls, cluster.new_key(MASTER, max_budget=BUDGET))
     plain.start(loops=3)
     streams.start(loops=2)
     probe.start()
+    budgeted.start()
     loads = (plain, streams)
     try:
         wait_until(lambda: plain.finished() >= 20, 30, "the load to flow")
@@ -200,6 +204,7 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
         recovered_at = time.monotonic()
     finally:
         probe.stop()
+        budgeted.stop()
         for load in loads:
             load.stop()
 
@@ -210,7 +215,8 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
         f"\nscale-out: {rate:.0f} requests/s before the kills; longest pause without an "
         f"answer {pause:.2f}s; {len(outcomes)} accepted, errors {dict(errors)}, refused "
         f"{dict(plain.refused + streams.refused)}; rpm probe {len(probe.admitted)} admitted, "
-        f"others {dict(probe.other)}"
+        f"others {dict(probe.other)}; budget probe {len(budgeted.admitted)} admitted, "
+        f"others {dict(budgeted.other)}"
     )
 
     slow = [o for o in outcomes if o.ended - o.started > SLOWEST_S or o.error == "timed out"]
@@ -251,3 +257,22 @@ def test_killing_a_nats_node_and_a_process_of_each_service_loses_nothing(
     assert not doubled, f"attempts stored twice or without one final row: {doubled}"
     assert probe.most_in_one_minute() <= RPM
     assert len(probe.admitted) >= RPM // 2  # the probe did reach the limit's neighbourhood
+    # the budget held across both replicas and the kills, and settled exactly once
+    headers = {"authorization": f"Bearer {MASTER}"}
+    info = httpx.get(
+        f"{cluster.base_url}/key/info", params={"key": budgeted.key}, headers=headers, timeout=10
+    ).json()
+    token = info["key"]
+    query = f"SELECT count(), sum(cost_usd) FROM requests WHERE final AND key_id = '{token}'"
+
+    def budget_settled() -> bool:
+        count = int(cluster.sql(query)[0][0])
+        now = httpx.get(
+            f"{cluster.base_url}/key/info", params={"key": token}, headers=headers, timeout=10
+        ).json()["info"]
+        spent = float(cluster.sql(query)[0][1] or 0)
+        return count >= len(budgeted.admitted) and abs(now["spend"] - spent) < 1e-9
+
+    wait_until(budget_settled, 60, "the budgeted key's spend to settle")
+    assert float(cluster.sql(query)[0][1]) <= BUDGET
+    assert len(budgeted.admitted) >= 20 and budgeted.other[402] > 0  # it ran out
