@@ -32,7 +32,6 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
-from opentelemetry.trace import Span, SpanKind
 from pydantic import ValidationError
 
 from schemas import subjects as s
@@ -309,7 +308,7 @@ class BatchRunner:
                 batch_id=batch.id,
                 body={k: v for k, v in item.body.items() if k not in ("stream", "stream_options")},
             )
-            with _item_span(batch.id, request_id):
+            with tracing.batch_item_span(batch.id, request_id):
                 await self.js.publish(
                     s.request_subject("batch"),
                     request.model_dump_json().encode(),
@@ -493,15 +492,3 @@ class BatchRunner:
                     await self.advance(batch_id)
                 except Exception:
                     log.exception("could not resume batch %s", batch_id)
-
-
-def _item_span(batch_id: str, request_id: str) -> contextlib.AbstractContextManager[Span]:
-    """The root span of one batch item's trace, around its publish."""
-    if not tracing.ENABLED:
-        return tracing.NOOP
-    return tracing.span(
-        "send batch item",
-        parent={},  # a trace of its own, whatever the runner was doing
-        kind=SpanKind.PRODUCER,
-        attributes={tracing.BATCH_ID: batch_id, tracing.REQUEST_ID: request_id},
-    )

@@ -47,7 +47,7 @@ from services.runtime import limit_edits as edits
 from services.runtime.durations import duration_s
 from services.runtime.errors import GatewayError
 from services.runtime.kvcas import KvCas
-from services.runtime.leases import KeyLimits, Leases, Taken
+from services.runtime.leases import Ask, KeyLimits, Leases, Taken
 from services.runtime.limit_edits import PROMPT_MARGIN, Budget, Window
 from services.runtime.principal import Principal
 from services.runtime.settings import Settings
@@ -214,8 +214,8 @@ class Admission:
                     max_budget=own_budget.max_budget if own_budget else None,
                     period_s=own_budget.period_s if own_budget else None,
                 )
-                lease_args = (record.token, own, minute, tokens, worst, hold_lapse, now)
-                taken = self.leases.take(*lease_args)
+                ask = Ask(record.token, own, minute, tokens, worst, hold_lapse, now)
+                taken = self.leases.take(ask)
                 if taken is not None:
                     key_steps = []
                     ticket.lease = taken
@@ -223,7 +223,7 @@ class Admission:
                     if own_budget is not None:
                         ticket.budget_lease = taken.local.lease_id
                 else:
-                    check, written = self.leases.grant(*lease_args)
+                    check, written = self.leases.grant(ask)
                     key_steps.append(check)
             if key_steps:
                 steps.append(

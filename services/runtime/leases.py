@@ -76,6 +76,22 @@ class KeyLimits:
         return self.rpm is not None or self.tpm is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One request asking a key's lease for admission."""
+
+    token: str
+    limits: KeyLimits
+    minute: int
+    tokens: int
+    """its estimated prompt tokens"""
+    worst: float
+    """its worst-case cost, USD"""
+    lapse: float
+    """when its budget hold would lapse"""
+    now: float
+
+
 @dataclass(slots=True, eq=False)
 class Local:
     """This process's view of one lease: never more than the record holds."""
@@ -146,17 +162,10 @@ class Leases:
 
     # -- admit from a lease ---------------------------------------------------
 
-    def take(
-        self,
-        token: str,
-        limits: KeyLimits,
-        minute: int,
-        tokens: int,
-        worst: float,
-        lapse: float,
-        now: float,
-    ) -> Taken | None:
+    def take(self, ask: Ask) -> Taken | None:
         """Admit from this process's lease on the key, or None (write instead)."""
+        token, limits, minute, tokens = ask.token, ask.limits, ask.minute, ask.tokens
+        worst, lapse, now = ask.worst, ask.lapse, ask.now
         local = self._by_key.get(token)
         if local is None or not local.written or local.limits != limits:
             return None
@@ -198,18 +207,11 @@ class Leases:
 
     # -- lease more, in the write that admits a request -------------------------
 
-    def grant(
-        self,
-        token: str,
-        limits: KeyLimits,
-        minute: int,
-        tokens: int,
-        worst: float,
-        lapse: float,
-        now: float,
-    ) -> tuple[Check, Callable[[], None]]:
+    def grant(self, ask: Ask) -> tuple[Check, Callable[[], None]]:
         """A step for the key's admitting write that leases a share of what is left
         (after this request's own take), and what to call once it is written."""
+        token, limits, minute, tokens = ask.token, ask.limits, ask.minute, ask.tokens
+        worst, lapse, now = ask.worst, ask.lapse, ask.now
         local = self._current(token, limits, now)
         got = _Grant()
         share = self.share

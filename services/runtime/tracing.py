@@ -158,3 +158,15 @@ def current_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def batch_item_span(batch_id: str, request_id: str) -> contextlib.AbstractContextManager[Span]:
+    """The root span of one batch item's trace, around its publish."""
+    if not ENABLED:
+        return NOOP
+    return span(
+        "send batch item",
+        parent={},  # a trace of its own, whatever the batch runner was doing
+        kind=SpanKind.PRODUCER,
+        attributes={BATCH_ID: batch_id, REQUEST_ID: request_id},
+    )

@@ -69,6 +69,22 @@ async def chat(client: httpx.AsyncClient, url: str, key: str, **body: Any) -> ht
     )
 
 
+def flood(stack: Stack, key: str, total: int) -> list[httpx.Response]:
+    """``total`` requests, 16 at a time, alternating between the two replicas."""
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            urls = [stack.base_url, stack.replica_url("ingress-2")]
+            out: list[httpx.Response] = []
+            for start in range(0, total, 16):
+                out += await asyncio.gather(
+                    *(chat(client, urls[i % 2], key) for i in range(start, min(total, start + 16)))
+                )
+            return out
+
+    return asyncio.run(run())
+
+
 def test_a_burst_never_spends_past_the_budget(fleet: Stack) -> None:
     team = admin(fleet.base_url, "POST", "/team/new", json={"team_id": "burst"})
     assert team.status_code == 200, team.text
@@ -108,17 +124,7 @@ def test_two_replicas_share_one_rpm_limit(fleet: Stack) -> None:
         time.sleep(61 - time.time() % 60)
     key = new_key(fleet, rpm_limit=60)
 
-    async def flood() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            urls = [fleet.base_url, fleet.replica_url("ingress-2")]
-            out: list[httpx.Response] = []
-            for start in range(0, 80, 16):
-                out += await asyncio.gather(
-                    *(chat(client, urls[i % 2], key) for i in range(start, start + 16))
-                )
-            return out
-
-    replies = asyncio.run(flood())
+    replies = flood(fleet, key, 80)
     admitted = [r for r in replies if r.status_code == 200]
     limited = [r for r in replies if r.status_code == 429]
     assert len(admitted) == 60 and len(limited) == 20
@@ -137,17 +143,7 @@ def test_leased_capacity_stays_fleet_wide_and_settles_exactly(fleet: Stack) -> N
         time.sleep(61 - time.time() % 60)
     key = new_key(fleet, rpm_limit=300, max_budget=20.0, max_parallel_requests=64)
 
-    async def flood() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            urls = [fleet.base_url, fleet.replica_url("ingress-2")]
-            out: list[httpx.Response] = []
-            for start in range(0, 400, 16):
-                out += await asyncio.gather(
-                    *(chat(client, urls[i % 2], key) for i in range(start, start + 16))
-                )
-            return out
-
-    replies = asyncio.run(flood())
+    replies = flood(fleet, key, 400)
     admitted = [r for r in replies if r.status_code == 200]
     limited = [r for r in replies if r.status_code == 429]
     assert len(admitted) == 300 and len(limited) == 100, {r.status_code for r in replies}
